@@ -1,0 +1,66 @@
+"""The one settings loader. Only `main()` (the CLI) and test fixtures call `load_settings`;
+everything else receives a `Settings` object or plain typed arguments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fresh.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    """Where things are. Environment variables `FRESH_<NAME>` override each field."""
+
+    model_config = SettingsConfigDict(env_prefix="FRESH_", extra="ignore")
+
+    environment: str = "local"
+    pipeline_config: Path = REPO_ROOT / "pipeline.yaml"
+
+    # Native local stack: its state folder and the ports it listens on (127.0.0.1 only).
+    stack_home: Path = REPO_ROOT / ".stack"
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    connect_port: int = 8083
+    mongo_port: int = 27017
+
+    # Clients. Empty means "the local stack on the ports above".
+    kafka_bootstrap: str = ""
+    connect_url: str = ""
+    connect_user: str = ""
+    connect_password: SecretStr = SecretStr("")
+    connect_timeout_s: float = 10.0
+    mongo_uri: SecretStr = SecretStr("")
+
+    # ClickHouse: "chdb" (embedded engine, local stack) or "server" (clickhouse-connect).
+    clickhouse_backend: str = "chdb"
+    clickhouse_host: str = "127.0.0.1"
+    clickhouse_port: int = 8123
+    clickhouse_user: str = "default"
+    clickhouse_password: SecretStr = SecretStr("")
+    chdb_path: Path = REPO_ROOT / ".stack" / "chdb"
+
+    # PII keyring: a file outside the repo, or the key material in FRESH_KEYRING_JSON.
+    keyring_path: Path = Path.home() / ".config" / "probablyfresh" / "keyring.json"
+
+    def model_post_init(self, _context: object) -> None:
+        if not self.kafka_bootstrap:
+            self.kafka_bootstrap = f"127.0.0.1:{self.kafka_port}"
+        if not self.connect_url:
+            self.connect_url = f"http://127.0.0.1:{self.connect_port}"
+        if not self.mongo_uri.get_secret_value():
+            self.mongo_uri = SecretStr(f"mongodb://127.0.0.1:{self.mongo_port}/?directConnection=true")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment (and explicit overrides), failing with one line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = "FRESH_" + "_".join(str(p) for p in err["loc"]).upper()
+        raise ConfigError(f"setting {key}: {err['msg']}") from None

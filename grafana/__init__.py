@@ -1,0 +1,1 @@
+"""Grafana datasource and dashboards provisioned as code. (Not built yet.)"""

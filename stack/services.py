@@ -1,0 +1,481 @@
+"""Start, watch and stop the native local stack's processes.
+
+Each service is a JVM started in its own session with a marker system property
+(`-Dprobablyfresh.stack=<home>#<service>`), its PID written to `<home>/run/<service>.pid` and its
+output to `<home>/logs/<service>.log`. A PID counts as ours only while its command line still
+carries the marker, so `down` never signals a process this stack did not start, and a second
+`up` reuses what already runs instead of starting twins.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from fresh.errors import PortInUseError, StackError, WaitTimeoutError
+from fresh.settings import Settings
+from fresh.wait import wait_until
+from stack import jars
+from stack.versions import load_versions
+
+log = logging.getLogger(__name__)
+
+JAVA_DIR = Path(__file__).parent / "java"
+DEBEZIUM_CONNECTOR_CLASS = "io.debezium.connector.mongodb.MongoDbConnector"
+MIN_JAVA = 17
+
+
+class ServiceDied(StackError):
+    """A service process exited while we waited for it to become ready."""
+
+
+@dataclass
+class Service:
+    name: str
+    ports: dict[str, int]  # setting name -> port, for the "port in use" message
+    address: str
+    command: Callable[[], list[str]]
+    ready: Callable[[], bool]
+    ready_timeout_s: float
+    prepare: Callable[[], None] = field(default=lambda: None)
+
+
+@dataclass
+class UpReport:
+    started: list[str]
+    reused: list[str]
+    seconds: float
+
+
+class LocalStack:
+    """The local stack rooted at `settings.stack_home`, listening on the settings' ports."""
+
+    def __init__(self, settings: Settings, jars_root: Path | None = None):
+        self.settings = settings
+        self.home = settings.stack_home
+        self.jars_root = jars_root or Path(os.environ.get("FRESH_STACK_JARS", self.home / "jars"))
+        self.run_dir = self.home / "run"
+        self.log_dir = self.home / "logs"
+        self.conf_dir = self.home / "conf"
+        self.data_dir = self.home / "data"
+        self.plugin_dir = self.home / "plugins"
+        self.services = self._define_services()
+
+    # ---- service definitions -------------------------------------------------------------
+
+    def _define_services(self) -> dict[str, Service]:
+        s = self.settings
+        return {
+            "mongo": Service(
+                name="mongo",
+                ports={"FRESH_MONGO_PORT": s.mongo_port},
+                address=f"mongodb://127.0.0.1:{s.mongo_port}",
+                command=self._mongo_command,
+                ready=self._mongo_ready,
+                ready_timeout_s=60,
+            ),
+            "kafka": Service(
+                name="kafka",
+                ports={"FRESH_KAFKA_PORT": s.kafka_port, "FRESH_KAFKA_CONTROLLER_PORT": s.kafka_controller_port},
+                address=f"127.0.0.1:{s.kafka_port}",
+                command=self._kafka_command,
+                ready=self._kafka_ready,
+                ready_timeout_s=90,
+                prepare=self._format_kafka_storage,
+            ),
+            "connect": Service(
+                name="connect",
+                ports={"FRESH_CONNECT_PORT": s.connect_port},
+                address=f"http://127.0.0.1:{s.connect_port}",
+                command=self._connect_command,
+                ready=self._connect_ready,
+                ready_timeout_s=120,
+                prepare=self._install_debezium_plugin,
+            ),
+        }
+
+    def _marker(self, name: str) -> str:
+        return f"-Dprobablyfresh.stack={self.home}#{name}"
+
+    def _java(self, name: str, heap: str, classpath: str, main: str, *args: str) -> list[str]:
+        return [
+            "java", f"-Xmx{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true", self._marker(name),
+            f"-Dlog4j2.configurationFile={self.conf_dir / 'log4j2.properties'}",
+            "-cp", classpath, main, *args,
+        ]
+
+    def _mongo_command(self) -> list[str]:
+        return self._java(
+            "mongo", "4g", str(self.jars_root / "mongo" / "*"), str(JAVA_DIR / "FreshMongoServer.java"),
+            "127.0.0.1", str(self.settings.mongo_port),
+        )
+
+    def _kafka_command(self) -> list[str]:
+        return self._java(
+            "kafka", "1g", str(self.jars_root / "kafka" / "*"), "kafka.Kafka", str(self._kafka_properties())
+        )
+
+    def _connect_command(self) -> list[str]:
+        return self._java(
+            "connect", "1g", str(self.jars_root / "kafka" / "*"),
+            "org.apache.kafka.connect.cli.ConnectDistributed", str(self._connect_properties()),
+        )
+
+    # ---- config files --------------------------------------------------------------------
+
+    def _write_conf(self, name: str, lines: list[str]) -> Path:
+        self.conf_dir.mkdir(parents=True, exist_ok=True)
+        path = self.conf_dir / name
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
+
+    def _write_log4j(self) -> None:
+        self._write_conf("log4j2.properties", [
+            "status = warn",
+            "appender.out.type = Console",
+            "appender.out.name = out",
+            "appender.out.layout.type = PatternLayout",
+            "appender.out.layout.pattern = [%d] %p %m (%c)%n",
+            "rootLogger.level = INFO",
+            "rootLogger.appenderRef.out.ref = out",
+            "logger.kafka.name = kafka", "logger.kafka.level = WARN",
+            "logger.kafkaorg.name = org.apache.kafka", "logger.kafkaorg.level = WARN",
+            "logger.connect.name = org.apache.kafka.connect.runtime", "logger.connect.level = INFO",
+            "logger.reflections.name = org.reflections", "logger.reflections.level = ERROR",
+        ])
+
+    def _kafka_properties(self) -> Path:
+        s = self.settings
+        return self._write_conf("kafka.properties", [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.bootstrap.servers=127.0.0.1:{s.kafka_controller_port}",
+            f"listeners=PLAINTEXT://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{s.kafka_port}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=PLAINTEXT",
+            f"log.dirs={self.data_dir / 'kafka'}",
+            "num.partitions=1",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=10",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "transaction.state.log.num.partitions=10",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=true",
+        ])
+
+    def _connect_properties(self) -> Path:
+        s = self.settings
+        return self._write_conf("connect.properties", [
+            f"bootstrap.servers={s.kafka_bootstrap}",
+            "group.id=probablyfresh-connect",
+            "key.converter=org.apache.kafka.connect.json.JsonConverter",
+            "value.converter=org.apache.kafka.connect.json.JsonConverter",
+            "key.converter.schemas.enable=false",
+            "value.converter.schemas.enable=false",
+            "config.storage.topic=_connect-configs",
+            "offset.storage.topic=_connect-offsets",
+            "status.storage.topic=_connect-status",
+            "config.storage.replication.factor=1",
+            "offset.storage.replication.factor=1",
+            "status.storage.replication.factor=1",
+            "offset.flush.interval.ms=1000",
+            f"listeners=http://127.0.0.1:{s.connect_port}",
+            "rest.advertised.host.name=127.0.0.1",
+            f"rest.advertised.port={s.connect_port}",
+            f"plugin.path={self.plugin_dir}",
+            # Credentials in connector configs are provider references, resolved here.
+            "config.providers=file,env",
+            "config.providers.file.class=org.apache.kafka.common.config.provider.FileConfigProvider",
+            "config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigProvider",
+            "topic.creation.enable=true",
+        ])
+
+    def _format_kafka_storage(self) -> None:
+        data = self.data_dir / "kafka"
+        if (data / "meta.properties").exists():
+            return
+        data.mkdir(parents=True, exist_ok=True)
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # Kafka refuses ids that look like CLI flags
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cmd = [
+            "java", "-cp", str(self.jars_root / "kafka" / "*"), "kafka.tools.StorageTool", "format",
+            "--standalone", "-t", cluster_id, "-c", str(self._kafka_properties()),
+        ]
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise StackError(f"formatting Kafka storage in {data} failed: {result.stdout}{result.stderr}".strip())
+
+    def _install_debezium_plugin(self) -> None:
+        """Lay the Debezium jars out as one plugin folder on the worker's plugin.path."""
+        source = self.jars_root / "debezium"
+        target = self.plugin_dir / "debezium-connector-mongodb"
+        stamp = (source / ".stamp").read_text(encoding="utf-8")
+        if (target / ".stamp").is_file() and (target / ".stamp").read_text(encoding="utf-8") == stamp:
+            return
+        target.mkdir(parents=True, exist_ok=True)
+        for old in target.iterdir():
+            old.unlink()
+        for jar in source.iterdir():
+            (target / jar.name).symlink_to(jar.resolve())
+
+    # ---- readiness -----------------------------------------------------------------------
+
+    def _mongo_ready(self) -> bool:
+        import pymongo
+
+        client: pymongo.MongoClient[Any] = pymongo.MongoClient(
+            self.settings.mongo_uri.get_secret_value(), serverSelectionTimeoutMS=1000
+        )
+        try:
+            return bool(client.admin.command("ping").get("ok"))
+        finally:
+            client.close()
+
+    def _kafka_ready(self) -> bool:
+        if not _port_open(self.settings.kafka_port):
+            return False
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap, "log_level": 0})
+        return bool(admin.list_topics(timeout=3).brokers)
+
+    def _connect_ready(self) -> bool:
+        base = self.settings.connect_url
+        requests.get(f"{base}/", timeout=2).raise_for_status()
+        plugins = requests.get(f"{base}/connector-plugins", timeout=5).json()
+        return any(p.get("class") == DEBEZIUM_CONNECTOR_CLASS for p in plugins)
+
+    # ---- process bookkeeping -------------------------------------------------------------
+
+    def _pid_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.pid"
+
+    def pid_of(self, name: str) -> int | None:
+        """The PID of our running `name` process, or None (stale PID files are removed)."""
+        pid_file = self._pid_file(name)
+        try:
+            pid = int(pid_file.read_text(encoding="utf-8").strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        with contextlib.suppress(ChildProcessError):  # reap our own exited child: no zombie left
+            os.waitpid(pid, os.WNOHANG)
+        if self._marker(name) in _cmdline(pid):
+            return pid
+        pid_file.unlink(missing_ok=True)
+        return None
+
+    def log_file(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def _start(self, service: Service) -> int:
+        for setting, port in service.ports.items():
+            if not _port_free(port):
+                raise PortInUseError(
+                    f"port {port} on 127.0.0.1 (needed by {service.name}) is in use by a process this stack "
+                    f"did not start: stop it, or choose another port with {setting}=<port>"
+                )
+        service.prepare()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_file(service.name).open("ab") as out:
+            out.write(f"\n==== freshctl stack: starting {service.name} at {time.ctime()} ====\n".encode())
+            out.flush()
+            proc = subprocess.Popen(
+                service.command(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=self.home, start_new_session=True,
+            )
+        self._pid_file(service.name).write_text(str(proc.pid), encoding="utf-8")
+        log.info("started service=%s pid=%s", service.name, proc.pid)
+        return proc.pid
+
+    def _await_ready(self, service: Service) -> None:
+        def ready() -> bool:
+            if self.pid_of(service.name) is None:
+                raise ServiceDied(
+                    f"{service.name} exited during startup; last lines of {self.log_file(service.name)}:\n"
+                    + self.tail(service.name, 15)
+                )
+            return service.ready()
+
+        wait_until(ready, timeout_s=service.ready_timeout_s, what=f"{service.name} at {service.address}",
+                   fatal=(ServiceDied,))
+
+    # ---- public verbs --------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Check the tools and fetch the jars (reused when already present)."""
+        check_java()
+        jars.fetch_all(self.jars_root, load_versions(), self.log_dir)
+        self._write_log4j()
+
+    def up(self, names: list[str] | None = None) -> UpReport:
+        t0 = time.monotonic()
+        wanted = [n for n in self.services if names is None or n in names]
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.prepare()
+        started: list[str] = []
+        reused: list[str] = []
+        # mongo and kafka start side by side; connect needs kafka ready first.
+        for name in ("mongo", "kafka"):
+            if name in wanted:
+                (reused if self.pid_of(name) else started).append(name)
+                if name in started:
+                    self._start(self.services[name])
+        if "kafka" in wanted:
+            self._await_ready(self.services["kafka"])
+        if "connect" in wanted:
+            if self.pid_of("connect"):
+                reused.append("connect")
+            else:
+                if "kafka" not in wanted:
+                    self._await_ready(self.services["kafka"])
+                self._start(self.services["connect"])
+                started.append("connect")
+        for name in ("mongo", "connect"):
+            if name in wanted:
+                self._await_ready(self.services[name])
+        return UpReport(started=started, reused=reused, seconds=time.monotonic() - t0)
+
+    def down(self, wipe: bool = False, timeout_s: float = 30.0) -> list[str]:
+        stopped = []
+        for name in reversed(list(self.services)):
+            pid = self.pid_of(name)
+            if pid is None:
+                continue
+            _signal_group(pid, signal.SIGTERM)
+            try:
+                self._await_exit(name, timeout_s)
+            except WaitTimeoutError:
+                log.warning("service=%s pid=%s did not stop on SIGTERM; sending SIGKILL", name, pid)
+                _signal_group(pid, signal.SIGKILL)
+                self._await_exit(name, 10)
+            self._pid_file(name).unlink(missing_ok=True)
+            stopped.append(name)
+        if wipe:
+            import shutil
+
+            for folder in (self.data_dir, self.run_dir, self.plugin_dir, self.conf_dir):
+                shutil.rmtree(folder, ignore_errors=True)
+        return stopped
+
+    def _await_exit(self, name: str, timeout_s: float) -> None:
+        wait_until(lambda: self.pid_of(name) is None, timeout_s=timeout_s, what=f"{name} to stop")
+
+    def status(self) -> list[dict[str, Any]]:
+        rows = []
+        for name, service in self.services.items():
+            pid = self.pid_of(name)
+            ready = False
+            if pid:
+                try:
+                    ready = bool(service.ready())
+                except Exception:  # a not-ready service is a status, not an error
+                    ready = False
+            rows.append({
+                "service": name,
+                "state": ("ready" if ready else "starting") if pid else "stopped",
+                "pid": pid,
+                "address": service.address,
+                "log": str(self.log_file(name)),
+            })
+        rows.append({"service": "clickhouse", "state": "embedded", "pid": None,
+                     "address": f"chdb {_chdb_version()} at {self.settings.chdb_path}", "log": ""})
+        return rows
+
+    def tail(self, name: str, lines: int = 50) -> str:
+        if name not in self.services:
+            raise StackError(f"unknown service {name!r}; known services: {', '.join(self.services)}")
+        path = self.log_file(name)
+        if not path.exists():
+            return ""
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 256 * 1024))
+            text = f.read().decode("utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def our_processes(self) -> list[int]:
+        """Every live process carrying this stack's marker (used to prove `down` left nothing)."""
+        prefix = f"-Dprobablyfresh.stack={self.home}#"
+        return [pid for pid in _all_pids() if prefix in _cmdline(pid)]
+
+
+# ---- module helpers ------------------------------------------------------------------------
+
+
+def check_java() -> None:
+    java = jars.require_tool("java", f"install a Java {MIN_JAVA}+ runtime (for example `apt-get install "
+                             f"openjdk-{MIN_JAVA}-jre-headless`) and retry")
+    jars.require_tool("mvn", "install Maven (for example `apt-get install maven`) and retry")
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
+    if match:
+        major = int(match.group(1)) if match.group(1) != "1" else int(match.group(2) or 0)
+        if major < MIN_JAVA:
+            raise StackError(f"Java {major} found at {java}; the stack needs Java {MIN_JAVA}+: install it and "
+                             f"put it first on PATH")
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _all_pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        os.kill(pid, sig)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _chdb_version() -> str:
+    try:
+        import chdb
+
+        return str(chdb.__version__)
+    except ImportError:
+        return "(not installed)"

@@ -1,0 +1,26 @@
+"""Fixtures shared by unit and integration tests."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from fresh.pipeline import PipelineConfig, load_pipeline_config
+from fresh.settings import Settings, load_settings
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def pipeline(settings: Settings) -> PipelineConfig:
+    return load_pipeline_config(settings.pipeline_config)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short id to make topic, group, connector and database names unique per test run."""
+    return uuid.uuid4().hex[:10]
