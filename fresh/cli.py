@@ -6,11 +6,15 @@ import sys
 
 import click
 
+from clickhouse.cli import clickhouse
+from connectors.cli import connectors
 from fresh.errors import FreshError
 from fresh.logs import configure_logging
 from fresh.output import OUTPUT_OPTION, print_rows
 from fresh.pipeline import load_pipeline_config
 from fresh.settings import Settings, load_settings
+from generator.cli import seed_command
+from smt.cli import keys, secure
 from stack.cli import stack
 
 
@@ -77,6 +81,11 @@ def config_topics(settings: Settings, output: str) -> None:
 
 
 freshctl.add_command(stack)
+freshctl.add_command(keys)
+freshctl.add_command(secure)
+freshctl.add_command(connectors)
+freshctl.add_command(seed_command)
+freshctl.add_command(clickhouse)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -57,13 +57,76 @@ class ClickHouseConfig(_Strict):
     consumer_group: TopicName
 
 
+PiiAction = Literal["encrypt", "encrypt_deterministic", "blind_index", "drop", "keep"]
+# A field path: dot-separated names; `name[]` steps into every element of an array of objects.
+_PII_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[\])?(\.[A-Za-z_][A-Za-z0-9_]*(\[\])?)*$")
+
+
+class PiiField(_Strict):
+    """What the PII processor does with one field (docs/pii.md). `email: encrypt` is shorthand."""
+
+    action: PiiAction
+    blind_index: bool = False  # also write `<field>_bidx`: HMAC-SHA256 of the normalized value
+    normalize: Literal["none", "email", "phone"] = "none"
+    nullable: bool = False  # a null value passes as null instead of going to the DLQ
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"action": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _check(self) -> PiiField:
+        if self.blind_index and self.action in ("drop", "blind_index"):
+            raise ValueError(f"blind_index: true needs encrypt, encrypt_deterministic or keep, not {self.action}")
+        return self
+
+
+class PiiProcessorConfig(_Strict):
+    """Settings of the PII processor (smt/) that every instance must share."""
+
+    consumer_group: TopicName = "probablyfresh-pii"
+    default_region: str = Field(default="US", pattern=r"^[A-Z]{2}$")  # for phone numbers without +country
+    max_record_bytes: int = Field(default=524288, ge=1024, le=700000)  # larger records go to the DLQ
+
+
+_DERIVED = ("name", "cdc_topic", "secure_topic")
+
+
 class Entity(_Strict):
-    name: str = ""
     collection: Identifier
     business_key: Identifier
-    # Derived from the kafka section unless set explicitly.
-    cdc_topic: str = ""
-    secure_topic: str = ""
+    # Derived by PipelineConfig (never read from the file, never dumped back to it).
+    name: str = Field(default="", exclude=True)
+    cdc_topic: str = Field(default="", exclude=True)
+    secure_topic: str = Field(default="", exclude=True)
+    # PII policy: field path -> action. None (absent) means "not reviewed": the processor refuses it.
+    pii: dict[str, PiiField] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_derived(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in _DERIVED:
+                if key in data:
+                    raise ValueError(f"{key} is derived from the entity's key and the kafka section; remove it")
+        return data
+
+    @model_validator(mode="after")
+    def _check_pii(self) -> Entity:
+        paths = sorted(self.pii or {})
+        for path in paths:
+            if not _PII_PATH.match(path):
+                raise ValueError(f"pii.{path}: not a field path (names joined by '.', 'items[].name' for arrays)")
+            if path.endswith("[]"):
+                raise ValueError(f"pii.{path}: name a field inside the array's objects, e.g. pii.{path}.email")
+            head = path.split(".")[0].removesuffix("[]")
+            if path in (self.business_key, "_id") or head.startswith("__"):
+                raise ValueError(f"pii.{path}: business keys, _id and __ metadata pass through unchanged")
+        for a, b in zip(paths, paths[1:], strict=False):  # noqa: RUF007
+            if b.startswith(a + ".") or b.startswith(a + "[]."):
+                raise ValueError(f"pii.{b}: nested inside pii.{a}; keep only one of them")
+        return self
 
 
 class PipelineConfig(_Strict):
@@ -71,19 +134,16 @@ class PipelineConfig(_Strict):
     kafka: KafkaConfig
     clickhouse: ClickHouseConfig
     entities: dict[str, Entity] = Field(min_length=1)
+    pii_processor: PiiProcessorConfig = PiiProcessorConfig()
 
     @model_validator(mode="after")
     def _derive_topics(self) -> PipelineConfig:
         derived = {}
         for name, entity in self.entities.items():
             _identifier(name)
-            cdc = entity.cdc_topic or f"{self.kafka.topic_prefix}.{self.mongodb.database}.{entity.collection}"
+            cdc = f"{self.kafka.topic_prefix}.{self.mongodb.database}.{entity.collection}"
             derived[name] = entity.model_copy(
-                update={
-                    "name": name,
-                    "cdc_topic": cdc,
-                    "secure_topic": entity.secure_topic or cdc + self.kafka.secure_suffix,
-                }
+                update={"name": name, "cdc_topic": cdc, "secure_topic": cdc + self.kafka.secure_suffix}
             )
         object.__setattr__(self, "entities", derived)
         return self
@@ -108,6 +168,25 @@ class PipelineConfig(_Strict):
     @property
     def secure_topics(self) -> list[str]:
         return [e.secure_topic for e in self.entities.values()]
+
+    def isolated(self, tag: str) -> PipelineConfig:
+        """A copy in which every name another run could collide with carries `tag`: topics, the
+        connector, ClickHouse databases and consumer groups. Tests and benchmarks use it so runs
+        side by side on one stack never share state; `tag` must be letters and digits."""
+        if not tag.isalnum():
+            raise ConfigError(f"isolation tag {tag!r} must be letters and digits only")
+        raw = self.model_dump(mode="json")
+        k, ch = raw["kafka"], raw["clickhouse"]
+        k.update(topic_prefix=f"{k['topic_prefix']}-{tag}", dlq_topic=f"{k['dlq_topic']}-{tag}",
+                 connector_name=f"{k['connector_name']}-{tag}")
+        ch.update(raw_database=f"{ch['raw_database']}_{tag}", mart_database=f"{ch['mart_database']}_{tag}",
+                  consumer_group=f"{ch['consumer_group']}-{tag}")
+        raw["pii_processor"]["consumer_group"] += f"-{tag}"
+        return PipelineConfig.model_validate(raw)
+
+    def to_yaml(self) -> str:
+        """The config as pipeline.yaml text (derived names left out), e.g. for a subprocess."""
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
 
 
 def load_pipeline_config(path: Path) -> PipelineConfig:

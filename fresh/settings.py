@@ -42,10 +42,13 @@ class Settings(BaseSettings):
     clickhouse_port: int = 8123
     clickhouse_user: str = "default"
     clickhouse_password: SecretStr = SecretStr("")
+    # Password of the read-only dashboard user (server backend); environment only, never a file.
+    clickhouse_dashboard_password: SecretStr = SecretStr("")
     chdb_path: Path = REPO_ROOT / ".stack" / "chdb"
 
     # PII keyring: a file outside the repo, or the key material in FRESH_KEYRING_JSON.
     keyring_path: Path = Path.home() / ".config" / "probablyfresh" / "keyring.json"
+    keyring_json: SecretStr = SecretStr("")  # FRESH_KEYRING_JSON: the keyring itself; wins over keyring_path
 
     def model_post_init(self, _context: object) -> None:
         if not self.kafka_bootstrap:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def fetch_bundle(jars_root: Path, bundle: Bundle, versions: dict[str, str], log_
     cmd += [f"-D{prop}={require(versions, key)}" for key, prop in bundle.properties.items()]
     if bundle.exclude_group_ids:
         cmd.append("-DexcludeGroupIds=" + ",".join(bundle.exclude_group_ids))
-    print(f"fetching {bundle.name} jars with Maven (log: {log_file}) ...", flush=True)
+    print(f"fetching {bundle.name} jars with Maven (log: {log_file}) ...", file=sys.stderr, flush=True)
     with log_file.open("w", encoding="utf-8") as out:
         result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False)
     if result.returncode != 0:

@@ -26,6 +26,7 @@ from typing import Any
 
 import requests
 
+from fresh.clients import kafka_admin, mongo_client
 from fresh.errors import PortInUseError, StackError, WaitTimeoutError
 from fresh.settings import Settings
 from fresh.wait import wait_until
@@ -241,11 +242,7 @@ class LocalStack:
     # ---- readiness -----------------------------------------------------------------------
 
     def _mongo_ready(self) -> bool:
-        import pymongo
-
-        client: pymongo.MongoClient[Any] = pymongo.MongoClient(
-            self.settings.mongo_uri.get_secret_value(), serverSelectionTimeoutMS=1000
-        )
+        client = mongo_client(self.settings, timeout_s=1.0, appname="freshctl-stack")
         try:
             return bool(client.admin.command("ping").get("ok"))
         finally:
@@ -254,9 +251,7 @@ class LocalStack:
     def _kafka_ready(self) -> bool:
         if not _port_open(self.settings.kafka_port):
             return False
-        from confluent_kafka.admin import AdminClient
-
-        admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap, "log_level": 0})
+        admin = kafka_admin(self.settings, {"log_level": 0})
         return bool(admin.list_topics(timeout=3).brokers)
 
     def _connect_ready(self) -> bool:

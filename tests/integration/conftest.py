@@ -19,3 +19,10 @@ def local_stack(settings: Settings) -> LocalStack:
 @pytest.fixture(scope="session")
 def bootstrap(settings: Settings) -> str:
     return settings.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The one embedded ClickHouse data folder of this test process: chdb serves a single path
+    per process, so every integration test that opens a chdb session uses this one."""
+    return str(tmp_path_factory.mktemp("chdb"))
