@@ -1,0 +1,343 @@
+"""`freshctl connectors`: parse, call the library, print. Nothing worth testing lives here."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from connectors import lint as lint_mod
+from connectors import status as status_mod
+from connectors import validate as validate_mod
+from connectors.apply import apply as apply_connectors
+from connectors.apply import delete_connector, ensure_local_secret, wait_for_state
+from connectors.connect_api import ConnectApi
+from connectors.diff import DriftError, diff_config
+from connectors.render import Rendered, render, to_json, write_folder
+from fresh.output import OUTPUT_OPTION, print_rows
+from fresh.pipeline import load_pipeline_config
+from fresh.settings import Settings
+
+F = Callable[..., Any]
+
+
+def render_options(func: F) -> F:
+    func = click.option("--only", multiple=True, metavar="NAME",
+                        help="Only this connector (name or values key); repeatable.")(func)
+    func = click.option("--values", "-f", "values_files", multiple=True, type=click.Path(exists=True, path_type=Path),
+                        help="Extra values file merged over the environment's; repeatable, later wins.")(func)
+    func = click.option("--environment", "-e", default=None,
+                        help="Values environment: local, compose or prod (default: FRESH_ENVIRONMENT).")(func)
+    return func
+
+
+def _render(
+    settings: Settings, environment: str | None, values_files: tuple[Path, ...], only: tuple[str, ...]
+) -> Rendered:
+    pipeline = load_pipeline_config(settings.pipeline_config)
+    return render(pipeline, settings, environment or settings.environment, extra_values=values_files, only=only)
+
+
+def _api(settings: Settings) -> ConnectApi:
+    return ConnectApi.from_settings(settings)
+
+
+def _live_configs(api: ConnectApi) -> dict[str, dict[str, str]]:
+    return {name: entry.get("info", {}).get("config", {}) for name, entry in api.list_with_status().items()}
+
+
+@click.group()
+def connectors() -> None:
+    """Debezium connectors as code: render, lint, validate, diff, apply, inspect.
+
+    \b
+    Examples:
+      freshctl connectors render -e local
+      freshctl connectors diff -e local          # exit 3 when live differs
+      freshctl connectors apply -e local --dry-run
+      freshctl connectors status probablyfresh-mongodb-source
+    """
+
+
+@connectors.command("render")
+@render_options
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), help="Write one JSON file per connector.")
+@click.pass_obj
+def render_cmd(settings: Settings, environment: str | None, values_files: tuple[Path, ...], only: tuple[str, ...],
+               out_dir: Path | None) -> None:
+    """Render connector configs (JSON) to stdout or a folder. Secrets stay provider references.
+
+    \b
+    Examples:
+      freshctl connectors render -e prod
+      freshctl connectors render -e local --out-dir out/connectors
+    """
+    rendered = _render(settings, environment, values_files, only)
+    if out_dir:
+        for path in write_folder(rendered, out_dir):
+            click.echo(str(path))
+        return
+    for connector in rendered.connectors:
+        click.echo(to_json(connector), nl=False)
+
+
+@connectors.command("lint")
+@render_options
+@click.option("--allow", multiple=True, metavar="RULE", help=f"Skip a rule on purpose: {', '.join(lint_mod.RULES)}.")
+@click.option("--offline", is_flag=True, help="Do not read live configs (skips the offset-reset comparison).")
+@OUTPUT_OPTION
+@click.pass_obj
+def lint_cmd(settings: Settings, environment: str | None, values_files: tuple[Path, ...], only: tuple[str, ...],
+             allow: tuple[str, ...], offline: bool, output: str) -> None:
+    """Debezium-aware lint: heartbeat off, unanchored include lists, risky snapshot modes, plaintext
+    secrets, a topic.prefix or name change that would reset offsets. Exit 1 on an error finding.
+
+    \b
+    Examples:
+      freshctl connectors lint -e prod --offline
+      freshctl connectors lint -e local --allow offset-reset
+    """
+    rendered = _render(settings, environment, values_files, only)
+    live = {} if offline else _live_configs(_api(settings))
+    findings = lint_mod.lint({c.name: c.config for c in rendered.connectors}, live, allow)
+    print_rows([f.row() for f in findings], output, ["rule", "severity", "connector", "key", "message"])
+    lint_mod.raise_on_errors(findings)
+
+
+@connectors.command("validate")
+@render_options
+@OUTPUT_OPTION
+@click.pass_obj
+def validate_cmd(settings: Settings, environment: str | None, values_files: tuple[Path, ...], only: tuple[str, ...],
+                 output: str) -> None:
+    """Ask Connect to validate each rendered config; print errors per field (exit 1 if any).
+
+    \b
+    Examples:
+      freshctl connectors validate -e local
+      freshctl connectors validate -e local -o json
+    """
+    rendered = _render(settings, environment, values_files, only)
+    api = _api(settings)
+    errors = []
+    for connector in rendered.connectors:
+        ensure_local_secret(connector, settings)
+        errors.extend(validate_mod.validate_config(api, connector.name, connector.config))
+    if output == "json" or errors:
+        print_rows([e.row() for e in errors], output, ["connector", "field", "error"])
+    else:
+        click.echo(f"{len(rendered.connectors)} connector(s) valid")
+    validate_mod.raise_on_errors(errors)
+
+
+@connectors.command("diff")
+@render_options
+@OUTPUT_OPTION
+@click.pass_obj
+def diff_cmd(settings: Settings, environment: str | None, values_files: tuple[Path, ...], only: tuple[str, ...],
+             output: str) -> None:
+    """Rendered against live. Keys Connect injects and masked provider references are not drift.
+    Exit 3 on drift, 0 on none.
+
+    \b
+    Examples:
+      freshctl connectors diff -e local
+      freshctl connectors diff -e prod -o json
+    """
+    rendered = _render(settings, environment, values_files, only)
+    api = _api(settings)
+    changes = []
+    for connector in rendered.connectors:
+        changes.extend(diff_config(connector.name, connector.config, api.get_config(connector.name)))
+    if output == "json" or changes:
+        print_rows([c.row() for c in changes], output, ["connector", "key", "change", "rendered", "live"])
+    else:
+        click.echo("no drift")
+    if changes:
+        raise DriftError(f"{len(changes)} difference(s) between rendered and live connectors; "
+                         "run `freshctl connectors apply` to converge")
+
+
+def _apply_options(func: F) -> F:
+    func = click.option("--timeout", "timeout_s", default=60.0, show_default=True,
+                        help="Seconds to wait for each connector's desired state.")(func)
+    func = click.option("--no-wait", is_flag=True, help="Do not wait for the desired state.")(func)
+    func = click.option("--prune", is_flag=True,
+                        help="Delete live connectors named with the values' managed_prefix that are "
+                             "no longer rendered.")(func)
+    func = click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")(func)
+    return func
+
+
+@connectors.command("apply")
+@render_options
+@_apply_options
+@OUTPUT_OPTION
+@click.pass_obj
+def apply_cmd(settings: Settings, environment: str | None, values_files: tuple[Path, ...], only: tuple[str, ...],
+              dry_run: bool, prune: bool, no_wait: bool, timeout_s: float, output: str) -> None:
+    """Idempotent PUT of each rendered config, then wait for its state (RUNNING, PAUSED or STOPPED).
+
+    \b
+    Examples:
+      freshctl connectors apply -e local --dry-run
+      freshctl connectors apply -e local --prune --timeout 120
+    """
+    rendered = _render(settings, environment, values_files, only)
+    results = apply_connectors(_api(settings), rendered, settings, dry_run=dry_run, prune=prune,
+                               wait=not no_wait, timeout_s=timeout_s)
+    print_rows([r.row() for r in results], output)
+
+
+@connectors.command("register")
+@render_options
+@_apply_options
+@click.option("--allow", multiple=True, metavar="RULE", help="Lint rule to skip on purpose.")
+@OUTPUT_OPTION
+@click.pass_obj
+def register_cmd(settings: Settings, environment: str | None, values_files: tuple[Path, ...], only: tuple[str, ...],
+                 dry_run: bool, prune: bool, no_wait: bool, timeout_s: float, allow: tuple[str, ...],
+                 output: str) -> None:
+    """Render, lint, validate, apply and wait: the one command an operator runs
+    (scripts/register_connectors calls this).
+
+    \b
+    Examples:
+      scripts/register_connectors -e local
+      scripts/register_connectors -e prod --dry-run
+    """
+    rendered = _render(settings, environment, values_files, only)
+    api = _api(settings)
+    click.echo(f"rendered {len(rendered.connectors)} connector(s) for {rendered.environment}", err=True)
+    findings = lint_mod.lint({c.name: c.config for c in rendered.connectors}, _live_configs(api), allow)
+    for f in findings:
+        click.echo(f"lint {f.severity}: {f.connector} {f.key}: [{f.rule}] {f.message}", err=True)
+    lint_mod.raise_on_errors(findings)
+    errors = []
+    for connector in rendered.connectors:
+        ensure_local_secret(connector, settings)  # the worker's secret file, not a Connect change
+        errors.extend(validate_mod.validate_config(api, connector.name, connector.config))
+    for e in errors:
+        click.echo(f"invalid: {e.connector} {e.field}: {e.error}", err=True)
+    validate_mod.raise_on_errors(errors)
+    click.echo("lint and validate passed; applying", err=True)
+    results = apply_connectors(api, rendered, settings, dry_run=dry_run, prune=prune, wait=not no_wait,
+                               timeout_s=timeout_s)
+    print_rows([r.row() for r in results], output)
+
+
+@connectors.command("get")
+@click.option("--prefix", default="", help="Only connectors whose name starts with this.")
+@OUTPUT_OPTION
+@click.pass_obj
+def get_cmd(settings: Settings, prefix: str, output: str) -> None:
+    """List live connectors with their class, state and tasks.
+
+    \b
+    Examples:
+      freshctl connectors get
+      freshctl connectors get --prefix probablyfresh- -o json
+    """
+    print_rows(status_mod.list_rows(_api(settings), prefix), output, ["name", "class", "type", "state", "tasks"])
+
+
+@connectors.command("status")
+@click.argument("name")
+@OUTPUT_OPTION
+@click.pass_obj
+def status_cmd(settings: Settings, name: str, output: str) -> None:
+    """Connector and task states; a failed one shows the first line of its trace.
+
+    \b
+    Example:
+      freshctl connectors status probablyfresh-mongodb-source
+    """
+    print_rows(status_mod.status_rows(_api(settings), name), output)
+
+
+@connectors.command("describe")
+@click.argument("name")
+@OUTPUT_OPTION
+@click.pass_obj
+def describe_cmd(settings: Settings, name: str, output: str) -> None:
+    """Config (secrets masked), state, tasks and full traces of failed tasks.
+
+    \b
+    Example:
+      freshctl connectors describe probablyfresh-mongodb-source -o json
+    """
+    info = status_mod.describe(_api(settings), name)
+    if output == "json":
+        click.echo(json.dumps(info, indent=2, sort_keys=True))
+        return
+    click.echo(f"Name:   {info['name']}\nType:   {info['type']}\nState:  {info['state']}\nWorker: {info['worker']}")
+    if info["trace"]:
+        click.echo(f"Trace:\n{info['trace']}")
+    click.echo("Tasks:")
+    for task in info["tasks"]:
+        click.echo(f"  {task['id']}: {task['state']} on {task['worker']}")
+        if task["trace"]:
+            click.echo("    " + task["trace"].replace("\n", "\n    "))
+    click.echo("Config:")
+    for key, value in sorted(info["config"].items()):
+        click.echo(f"  {key} = {value}")
+
+
+def _write_verb(verb: str, doc: str) -> None:
+    @connectors.command(verb, help=doc)
+    @click.argument("name")
+    @click.option("--dry-run", is_flag=True, help="Print what would be done; do nothing.")
+    @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the resulting state.")
+    @click.option("--timeout", "timeout_s", default=60.0, show_default=True, help="Seconds to wait.")
+    @click.option("--all-tasks", is_flag=True, help="restart only: restart every task, not just failed ones.")
+    @click.pass_obj
+    def command(settings: Settings, name: str, dry_run: bool, wait: bool, timeout_s: float, all_tasks: bool) -> None:
+        api = _api(settings)
+        api.get_status(name)  # a clear 404 before anything else
+        if dry_run:
+            click.echo(f"would {verb} {name}")
+            return
+        if verb == "delete":
+            delete_connector(api, name, timeout_s)
+        elif verb == "restart":
+            api.restart(name, include_tasks=True, only_failed=not all_tasks)
+            if wait:
+                wait_for_state(api, name, "RUNNING", timeout_s)
+        else:
+            getattr(api, verb)(name)
+            target = {"pause": "PAUSED", "resume": "RUNNING", "stop": "STOPPED"}[verb]
+            if wait:
+                wait_for_state(api, name, target, timeout_s)
+        click.echo(f"{verb}: {name}")
+
+
+for _verb, _doc in {
+    "restart": "Restart a connector's failed tasks (--all-tasks: every task), then wait for RUNNING.\n\n"
+               "\b\nExamples:\n  freshctl connectors restart probablyfresh-mongodb-source\n"
+               "  freshctl connectors restart probablyfresh-mongodb-source --all-tasks",
+    "pause": "Pause a connector and wait for PAUSED.\n\n\b\nExample:\n  freshctl connectors pause NAME --dry-run",
+    "resume": "Resume a paused or stopped connector and wait for RUNNING.\n\n\b\nExample:\n"
+              "  freshctl connectors resume NAME",
+    "stop": "Stop a connector (no tasks, offsets kept) and wait for STOPPED.\n\n\b\nExample:\n"
+            "  freshctl connectors stop NAME",
+    "delete": "Delete a connector (its offsets stay in Connect's offsets topic).\n\n\b\nExample:\n"
+              "  freshctl connectors delete NAME --dry-run",
+}.items():
+    _write_verb(_verb, _doc)
+
+
+@connectors.command("offsets")
+@click.argument("name")
+@OUTPUT_OPTION
+@click.pass_obj
+def offsets_cmd(settings: Settings, name: str, output: str) -> None:
+    """Read a connector's committed source offsets (read only).
+
+    \b
+    Example:
+      freshctl connectors offsets probablyfresh-mongodb-source -o json
+    """
+    print_rows(status_mod.offset_rows(_api(settings), name), output)
