@@ -1,2 +1,2 @@
 """Deterministic Faker-based generator of ProbablyFresh stores, products, customers and
-purchases into MongoDB, with a change-stream mode. (Not built yet.)"""
+purchases into MongoDB (and JSON Lines), with a change mode for CDC demos (docs/generator.md)."""
