@@ -1,0 +1,114 @@
+"""Ingest N records from a `_secure` topic into RAW and MART through the embedded engine's Kafka
+table; print rows/s and the delay from the last produce to the last MART row visible.
+
+Baseline in the same run: the produce rate of the same records (the ceiling the broker and
+this client allow), so the ingest rate is also printed as a ratio of it.
+
+    .venv/bin/python benchmarks/clickhouse_ingest.py --records 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from clickhouse import secure_records as sr
+from clickhouse.backend import ChdbBackend
+from clickhouse.migrate import migrate
+from clickhouse.render import KafkaTuning, render_migrations
+from fresh.pipeline import PipelineConfig, load_pipeline_config
+from fresh.settings import load_settings
+from fresh.wait import wait_until
+
+
+def _config(base: PipelineConfig, tag: str) -> PipelineConfig:
+    return base.isolated(f"chbench{tag}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--partitions", type=int, default=1,
+                    help="partitions of the benchmark topic; the Kafka table gets as many consumers")
+    ap.add_argument("--flush-ms", type=int, default=KafkaTuning.flush_interval_ms, help="kafka_flush_interval_ms")
+    ap.add_argument("--block-size", type=int, default=KafkaTuning.max_block_size, help="kafka_max_block_size")
+    args = ap.parse_args()
+    settings = load_settings()
+    cfg = _config(load_pipeline_config(settings.pipeline_config), uuid.uuid4().hex[:8])
+    topic = cfg.entity("purchases").secure_topic
+    mart_t = f"{cfg.clickhouse.mart_database}.purchases"
+    raw_t = f"{cfg.clickhouse.raw_database}.purchases"
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    for fut in admin.create_topics([NewTopic(topic, args.partitions, 1)]).values():
+        fut.result()
+    tuning = KafkaTuning(num_consumers=args.partitions, flush_interval_ms=args.flush_ms, max_block_size=args.block_size)
+    producer = sr.SecureProducer(settings.kafka_bootstrap, **{"linger.ms": 50, "batch.size": 1_000_000,
+                                                              "compression.type": "lz4"})
+    template = sr.purchase("T0", 1_763_000_000_000, items=[("P001", "dairy", 2, 50.0), ("P002", "bakery", 1, 30.5)])
+
+    def produce(prefix: str, count: int, ts0: int) -> float:
+        t0 = time.monotonic()
+        for i in range(count):
+            pid = f"{prefix}{i:09d}"
+            producer.send(topic, dict(template, _id=pid, purchase_id=pid, __source_ts_ms=ts0 + i))
+        producer.flush(600)
+        return time.monotonic() - t0
+
+    # Phase A, throughput: a backlog of N records, then the tables are created and drain it.
+    secs = produce("A", args.records, 1_763_000_000_000)
+    produce_rate = args.records / secs
+    print(f"topic {topic}: {args.partitions} partition(s); Kafka table: {tuning}")
+    print(f"produced {args.records} records in {secs:.1f}s ({produce_rate:,.0f} rows/s, the baseline)", flush=True)
+    backend = ChdbBackend(Path(tempfile.mkdtemp(prefix="chbench-")))
+
+    def n(sql: str) -> int:
+        return int(backend.query(sql)[0]["n"])
+
+    t_mig = time.monotonic()
+    migrate(backend, render_migrations(cfg, settings.kafka_bootstrap, tuning=tuning), cfg.clickhouse.raw_database)
+    wait_until(lambda: n(f"SELECT count() AS n FROM {mart_t}") >= args.records, timeout_s=args.timeout,
+               what=f"{args.records} rows in {mart_t}", interval_s=0.05, max_interval_s=0.2)
+    wall = time.monotonic() - t_mig
+    span = backend.query(f"SELECT toUnixTimestamp64Milli(min(ingested_at)) AS a, "
+                         f"toUnixTimestamp64Milli(max(ingested_at)) AS b FROM {mart_t}")[0]
+    span_s = max((int(span["b"]) - int(span["a"])) / 1000, 1e-3)
+    print(f"backlog drained into RAW ({n(f'SELECT count() AS n FROM {raw_t}')} rows) and MART: "
+          f"{args.records / span_s:,.0f} rows/s (first to last MART row, {span_s:.1f}s; "
+          f"{args.records / span_s / produce_rate:.2f}x the produce rate); "
+          f"{wall:.1f}s from migrate incl. consumer group join", flush=True)
+
+    # Phase B, live: N more records produced while the Kafka tables consume.
+    t_live = time.monotonic()
+    secs = produce("B", args.records, 1_764_000_000_000)
+    t_last = t_live + secs
+    wait_until(lambda: n(f"SELECT count() AS n FROM {mart_t}") >= 2 * args.records, timeout_s=args.timeout,
+               what=f"{2 * args.records} rows in {mart_t}", interval_s=0.05, max_interval_s=0.2)
+    t_mart = time.monotonic()
+    print(f"live: {args.records} records produced in {secs:.1f}s; all in MART {t_mart - t_live:.1f}s after the "
+          f"first produce ({args.records / (t_mart - t_live):,.0f} rows/s end to end); "
+          f"last produce -> last MART row visible: {t_mart - t_last:.2f}s", flush=True)
+
+    # Steady state freshness: single records at a low rate.
+    delays = []
+    for j in range(10):
+        pid = f"F{j:09d}"
+        producer.send(topic, dict(template, _id=pid, purchase_id=pid, __source_ts_ms=1_765_000_000_000 + j))
+        producer.flush(10)
+        ts = time.monotonic()
+        wait_until(lambda pid=pid: n(f"SELECT count() AS n FROM {mart_t} WHERE purchase_id = '{pid}'"),
+                   timeout_s=30, what=f"{pid} in MART", interval_s=0.02, max_interval_s=0.05)
+        delays.append(time.monotonic() - ts)
+    delays.sort()
+    print(f"steady-state freshness (produce -> MART visible, 10 single records): "
+          f"median {delays[5]:.2f}s, max {delays[-1]:.2f}s")
+    backend.close()
+
+
+if __name__ == "__main__":
+    main()

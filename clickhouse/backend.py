@@ -1,0 +1,133 @@
+"""One small interface over the two ClickHouse backends; the same SQL runs on both.
+
+- `ChdbBackend`: the embedded engine (chdb) with a persistent session at `Settings.chdb_path`.
+  chdb allows one session per process and its data folder must not be shared by two
+  processes; its Kafka engine tables consume only while the session is open in this process.
+- `ServerBackend`: a ClickHouse server through clickhouse-connect.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Protocol
+
+from clickhouse.errors import ClickHouseError
+from fresh.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Row = dict[str, Any]
+
+
+class Backend(Protocol):
+    kind: str
+    # chdb runs as the default user and has no access control; users, roles and grants are server only.
+    supports_access_control: bool
+
+    def execute(self, sql: str) -> None: ...
+
+    def query(self, sql: str) -> list[Row]: ...
+
+    def close(self) -> None: ...
+
+
+def _one_line(sql: str, limit: int = 160) -> str:
+    flat = " ".join(sql.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+class ChdbBackend:
+    kind = "chdb"
+    supports_access_control = False
+
+    def __init__(self, path: Path):
+        from chdb import session  # imported here: the server backend must not need chdb loaded
+
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        try:
+            self._session = session.Session(str(path))
+        except Exception as exc:  # chdb raises plain RuntimeError
+            raise ClickHouseError(
+                f"cannot open the embedded ClickHouse (chdb) at {path}: {exc} "
+                "(chdb allows one session per process and one process per data folder; "
+                "stop the other user or set FRESH_CHDB_PATH)"
+            ) from None
+
+    def execute(self, sql: str) -> None:
+        self._run(sql, "CSV")
+
+    def query(self, sql: str) -> list[Row]:
+        out = self._run(sql, "JSONEachRow")
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def _run(self, sql: str, fmt: str) -> str:
+        log.debug("chdb sql=%s", _one_line(sql))
+        try:
+            result = self._session.query(sql, fmt)
+        except Exception as exc:
+            raise ClickHouseError(f"{exc} -- statement: {_one_line(sql)}") from None
+        return str(result.data()) if result is not None else ""
+
+    def close(self) -> None:
+        self._session.close()
+
+
+class ServerBackend:
+    kind = "server"
+    supports_access_control = True
+
+    def __init__(self, client: Any):
+        """`client` is a clickhouse-connect client (see `ServerBackend.connect`)."""
+        self._client = client
+
+    @classmethod
+    def connect(cls, settings: Settings) -> ServerBackend:
+        import clickhouse_connect
+
+        try:
+            client = clickhouse_connect.get_client(
+                host=settings.clickhouse_host, port=settings.clickhouse_port, username=settings.clickhouse_user,
+                password=settings.clickhouse_password.get_secret_value(),
+            )
+        except Exception as exc:
+            raise ClickHouseError(
+                f"cannot connect to ClickHouse at {settings.clickhouse_host}:{settings.clickhouse_port}: {exc} "
+                "(check FRESH_CLICKHOUSE_HOST/PORT/USER/PASSWORD)"
+            ) from None
+        return cls(client)
+
+    def execute(self, sql: str) -> None:
+        log.debug("server sql=%s", _one_line(sql))
+        try:
+            self._client.command(sql)
+        except Exception as exc:
+            raise ClickHouseError(f"{exc} -- statement: {_one_line(sql)}") from None
+
+    def query(self, sql: str) -> list[Row]:
+        log.debug("server sql=%s", _one_line(sql))
+        try:
+            return [dict(r) for r in self._client.query(sql).named_results()]
+        except Exception as exc:
+            raise ClickHouseError(f"{exc} -- statement: {_one_line(sql)}") from None
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def open_backend(settings: Settings) -> Backend:
+    """The backend `Settings.clickhouse_backend` selects: "chdb" or "server"."""
+    if settings.clickhouse_backend == "chdb":
+        return ChdbBackend(settings.chdb_path)
+    if settings.clickhouse_backend == "server":
+        return ServerBackend.connect(settings)
+    raise ClickHouseError(
+        f"unknown ClickHouse backend {settings.clickhouse_backend!r}; set FRESH_CLICKHOUSE_BACKEND to chdb or server"
+    )
+
+
+def quote(value: str) -> str:
+    """A ClickHouse string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

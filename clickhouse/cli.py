@@ -1,0 +1,155 @@
+"""`freshctl clickhouse ...`: plan, migrate, audit, verify. Parses, calls, prints."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+
+from clickhouse.audit import audit as run_audit
+from clickhouse.backend import Backend, open_backend
+from clickhouse.errors import AuditFindingError
+from clickhouse.migrate import migrate as run_migrate
+from clickhouse.migrate import plan as run_plan
+from clickhouse.quality import layer_counts, quality_stats, validation_summary
+from clickhouse.render import Migration, render_migrations
+from fresh.errors import ConfigError
+from fresh.output import OUTPUT_OPTION, print_rows
+from fresh.pipeline import PipelineConfig, load_pipeline_config
+from fresh.settings import Settings
+
+
+@contextmanager
+def _open(settings: Settings) -> Iterator[tuple[PipelineConfig, Backend]]:
+    cfg = load_pipeline_config(settings.pipeline_config)
+    backend = open_backend(settings)
+    try:
+        yield cfg, backend
+    finally:
+        backend.close()
+
+
+def _migrations(settings: Settings, cfg: PipelineConfig, backend: Backend, *, for_apply: bool) -> list[Migration]:
+    password = settings.clickhouse_dashboard_password.get_secret_value()
+    if for_apply and backend.supports_access_control and not password:
+        raise ConfigError(
+            "FRESH_CLICKHOUSE_DASHBOARD_PASSWORD is empty; the read-only dashboard user needs a password "
+            "(set it in the environment, never in a file of this repo)"
+        )
+    digest = hashlib.sha256(password.encode()).hexdigest() if password else ""
+    return render_migrations(cfg, settings.kafka_bootstrap, dashboard_password_sha256=digest)
+
+
+@click.group()
+def clickhouse() -> None:
+    """ClickHouse schema: ordered migrations, RAW from *_secure topics, MART, audit and verify.
+
+    The backend is FRESH_CLICKHOUSE_BACKEND: "chdb" (embedded, at FRESH_CHDB_PATH; one process at
+    a time, and its Kafka tables consume only while that process runs) or "server".
+
+    \b
+    Examples:
+      freshctl clickhouse plan
+      freshctl clickhouse migrate
+      freshctl clickhouse audit
+      freshctl clickhouse verify -o json
+    """
+
+
+@clickhouse.command("plan")
+@OUTPUT_OPTION
+@click.option("--show-sql", is_flag=True, help="Also print the rendered SQL of pending migrations.")
+@click.pass_obj
+def plan_cmd(settings: Settings, output: str, show_sql: bool) -> None:
+    """Show each migration and whether it is applied, pending or changed. Read-only.
+
+    \b
+    Examples:
+      freshctl clickhouse plan
+      freshctl clickhouse plan --show-sql
+    """
+    with _open(settings) as (cfg, backend):
+        migrations = _migrations(settings, cfg, backend, for_apply=False)
+        rows = run_plan(backend, migrations, cfg.clickhouse.raw_database)
+    print_rows([r.as_row() for r in rows], output)
+    if show_sql:
+        for m, r in zip(migrations, rows, strict=True):
+            if r.status == "pending":
+                click.echo(f"\n-- ==== {m.name} ====\n{m.sql}")
+
+
+@clickhouse.command("migrate")
+@OUTPUT_OPTION
+@click.option("--dry-run", is_flag=True, help="Print what would be applied; change nothing.")
+@click.pass_obj
+def migrate_cmd(settings: Settings, output: str, dry_run: bool) -> None:
+    """Apply pending migrations in order; safe to re-run.
+
+    Stops at the first failing statement and names the file and statement. Refuses to run
+    while an applied migration's file was edited since (checksum).
+
+    \b
+    Examples:
+      freshctl clickhouse migrate --dry-run
+      freshctl clickhouse migrate
+    """
+    with _open(settings) as (cfg, backend):
+        migrations = _migrations(settings, cfg, backend, for_apply=not dry_run)
+        rows = run_migrate(backend, migrations, cfg.clickhouse.raw_database, dry_run=dry_run,
+                           progress=lambda msg: click.echo(msg, err=True))
+    if not rows:
+        click.echo("nothing to apply: every migration is applied", err=True)
+        return
+    if dry_run:
+        click.echo("dry run: would apply", err=True)
+    print_rows([r.as_row() for r in rows], output)
+
+
+@clickhouse.command("audit")
+@OUTPUT_OPTION
+@click.pass_obj
+def audit_cmd(settings: Settings, output: str) -> None:
+    """Prove every Kafka table reads only *_secure topics and no plaintext email/phone is stored.
+
+    Reads system.tables for the Kafka engine tables' topics, then scans every string column of
+    RAW and MART. Prints findings (never the matching values) and exits 1 if there are any.
+
+    \b
+    Example:
+      freshctl clickhouse audit -o json
+    """
+    with _open(settings) as (cfg, backend):
+        tables, findings = run_audit(backend, cfg)
+    if output == "json":
+        print_rows([{"kafka_tables": tables, "findings": [f.as_row() for f in findings]}], output)
+    else:
+        print_rows(tables, output)
+        click.echo("")
+        print_rows([f.as_row() for f in findings], output)
+    if findings:
+        raise AuditFindingError(f"audit found {len(findings)} finding(s); see above")
+    click.echo("audit: ok (secure topics only, no plaintext email or phone)", err=True)
+
+
+@clickhouse.command("verify")
+@OUTPUT_OPTION
+@click.pass_obj
+def verify_cmd(settings: Settings, output: str) -> None:
+    """Print row counts per layer, the data-quality stats and the validation rule counts.
+
+    \b
+    Example:
+      freshctl clickhouse verify
+    """
+    with _open(settings) as (cfg, backend):
+        counts = layer_counts(backend, cfg)
+        stats = quality_stats(backend, cfg)
+        rules = validation_summary(backend, cfg)
+    if output == "json":
+        print_rows([{"layers": counts, "quality": stats, "validation": rules}], output)
+        return
+    for title, rows in (("layers", counts), ("quality", stats), ("validation", rules)):
+        click.echo(f"== {title}")
+        print_rows(rows, output)
