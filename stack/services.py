@@ -274,7 +274,11 @@ class LocalStack:
             return None
         with contextlib.suppress(ChildProcessError):  # reap our own exited child: no zombie left
             os.waitpid(pid, os.WNOHANG)
-        if self._marker(name) in _cmdline(pid):
+        cmdline = _cmdline(pid)
+        if self._marker(name) in cmdline:
+            return pid
+        if not cmdline and _alive(pid):
+            # Between fork and exec the command line reads empty: too early to call the PID stale.
             return pid
         pid_file.unlink(missing_ok=True)
         return None
@@ -300,6 +304,9 @@ class LocalStack:
                 cwd=self.home, start_new_session=True,
             )
         self._pid_file(service.name).write_text(str(proc.pid), encoding="utf-8")
+        marker = self._marker(service.name)
+        wait_until(lambda: proc.poll() is not None or marker in _cmdline(proc.pid), timeout_s=10,
+                   what=f"{service.name} (pid {proc.pid}) to start", interval_s=0.005)
         log.info("started service=%s pid=%s", service.name, proc.pid)
         return proc.pid
 
@@ -436,6 +443,15 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (its state is the field after the parenthesised name)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _all_pids() -> list[int]:

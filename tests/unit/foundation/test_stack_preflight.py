@@ -51,3 +51,17 @@ def test_port_free_sees_a_listener() -> None:
         sock.listen()
         assert not _port_free(port)
     assert _port_free(port)
+
+
+def test_a_pid_file_pointing_at_another_process_is_stale(tmp_path: Path) -> None:
+    from fresh.settings import load_settings
+    from stack.services import LocalStack
+
+    stack = LocalStack(load_settings(stack_home=tmp_path))
+    stack.run_dir.mkdir(parents=True)
+    pid_file = stack.run_dir / "kafka.pid"
+    pid_file.write_text(str(os.getpid()), encoding="utf-8")  # alive, but without kafka's marker
+    assert stack.pid_of("kafka") is None
+    assert not pid_file.exists()
+    pid_file.write_text("999999999", encoding="utf-8")  # no such process
+    assert stack.pid_of("kafka") is None
