@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import yaml
 
 from fresh.errors import ConfigError
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
+from fresh.yaml_file import read_yaml_mapping
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
@@ -74,18 +74,9 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
 
 def _load_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RenderError(f"{path}: values file not found") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        raise RenderError(f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise RenderError(f"{path}: expected a mapping at the top level")
-    return data
+        return read_yaml_mapping(path)
+    except ConfigError as exc:
+        raise RenderError(f"values file {exc}") from None
 
 
 def load_values(environment: str, extra: Iterable[Path] = (), values_dir: Path = VALUES_DIR) -> dict[str, Any]:

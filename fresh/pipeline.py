@@ -15,6 +15,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fresh.errors import ConfigError
+from fresh.yaml_file import read_yaml_mapping
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -191,16 +192,7 @@ class PipelineConfig(_Strict):
 
 def load_pipeline_config(path: Path) -> PipelineConfig:
     """Load and validate the pipeline config; any problem is one line naming file and key."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found (set FRESH_PIPELINE_CONFIG to its path)") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    raw = read_yaml_mapping(path, missing_hint="set FRESH_PIPELINE_CONFIG to its path")
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as exc:

@@ -69,7 +69,7 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
         load_pipeline_config(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("kafka: [unclosed\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"bad.yaml: line \d+ is not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad.yaml:\d+: not valid YAML"):
         load_pipeline_config(bad)
 
 
