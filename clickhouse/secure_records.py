@@ -33,7 +33,7 @@ def blind_index(normalized: str) -> str:
 
 
 def _meta(op: str, ts_ms: int) -> dict[str, Any]:
-    return {"__op": op, "__source_ts_ms": ts_ms, "__deleted": "false"}
+    return {"__op": op, "__source_ts_ms": ts_ms, "__deleted": False}
 
 
 def store(store_id: str, ts_ms: int, *, op: str = "c", network: str = "ProbablyFresh Almost",
@@ -85,16 +85,14 @@ def purchase(purchase_id: str, ts_ms: int, *, op: str = "c", store_id: str = "S0
     }
 
 
-def delete_marker(business_key: str, key_value: str, ts_ms: int, *, with_key: bool = True) -> dict[str, Any]:
-    """What ExtractNewDocumentState writes for a delete (the business key may be absent)."""
-    doc: dict[str, Any] = {"_id": key_value, "__op": "d", "__source_ts_ms": ts_ms, "__deleted": "true"}
-    if with_key:
-        doc[business_key] = key_value
-    return doc
+def delete_marker(ts_ms: int) -> dict[str, Any]:
+    """What ExtractNewDocumentState writes for a delete: no document field at all (send it with
+    `doc_id`: the id is only in the message key), as Debezium 3.5.0.Final does."""
+    return {"__op": "d", "__source_ts_ms": ts_ms, "__deleted": True}
 
 
 def message_key(doc_id: str) -> bytes:
-    return json.dumps({"id": json.dumps(doc_id)}).encode()
+    return json.dumps({"id": doc_id}).encode()
 
 
 class SecureProducer:

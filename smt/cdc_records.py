@@ -3,9 +3,11 @@ MongoDB + ExtractNewDocumentState, JSON without schemas; pinned by
 smt/fixtures/extract_new_document_state.json). Tests and benchmarks of every part use it instead
 of hand-rolling JSON.
 
-    key   = {"id": "<_id as extended-JSON text>"}            (compact JSON, like JsonConverter)
-    value = document + "__op", "__source_ts_ms", "__deleted"  (dates as epoch ms)
-    delete = {"_id", "__op": "d", "__source_ts_ms", "__deleted": "true"}, then a tombstone (null value)
+    key   = {"id": "<_id>"}                                    (compact JSON, like JsonConverter)
+    value = document + "__op", "__source_ts_ms", "__deleted": false  (dates as epoch ms)
+    delete = {"__op": "d", "__source_ts_ms", "__deleted": true} (no _id: the key holds it), then a
+             tombstone (null value)
+Checked against Debezium 3.5.0.Final itself (tests/integration/connectors/test_debezium_capture.py).
 """
 
 from __future__ import annotations
@@ -39,17 +41,17 @@ def dumps(obj: Any) -> bytes:
 
 
 def cdc_key(doc_id: str) -> bytes:
-    return dumps({"id": json.dumps(doc_id)})
+    return dumps({"id": doc_id})
 
 
 def cdc_value(doc: dict[str, Any], op: str, ts_ms: int) -> bytes:
     if op not in ("r", "c", "u"):
         raise ValueError(f"op must be r, c or u (deletes: delete_value), got {op!r}")
-    return dumps({**doc, "__op": op, "__source_ts_ms": ts_ms, "__deleted": "false"})
+    return dumps({**doc, "__op": op, "__source_ts_ms": ts_ms, "__deleted": False})
 
 
-def delete_value(doc_id: str, ts_ms: int, extra: dict[str, Any] | None = None) -> bytes:
-    return dumps({"_id": doc_id, **(extra or {}), "__op": "d", "__source_ts_ms": ts_ms, "__deleted": "true"})
+def delete_value(ts_ms: int, extra: dict[str, Any] | None = None) -> bytes:
+    return dumps({**(extra or {}), "__op": "d", "__source_ts_ms": ts_ms, "__deleted": True})
 
 
 def fixtures() -> list[dict[str, Any]]:
@@ -137,7 +139,7 @@ def mixed_records(pipeline: PipelineConfig, n: int, seed: int = 0) -> Iterator[C
             op = "u"
         if kind > 0.97 and i > 1 and made + 2 <= n:
             doc_id = getattr(docs, name[:-1])(rng.randrange(1, i))["_id"]
-            yield CdcRecord(topic[name], cdc_key(doc_id), delete_value(doc_id, ts))
+            yield CdcRecord(topic[name], cdc_key(doc_id), delete_value(ts))
             yield CdcRecord(topic[name], cdc_key(doc_id), None)
             made += 2
             continue

@@ -44,7 +44,7 @@ def _expected(cfg: PipelineConfig, records: list) -> tuple[dict[str, int], dict[
         entity = cfg.entity_for_topic(record.topic)
         doc = json.loads(record.value)
         raw_rows[entity.name] += 1
-        key = doc.get(entity.business_key) or doc["_id"]
+        key = doc.get(entity.business_key) or doc.get("_id") or json.loads(record.key)["id"]
         alive[entity.name][key] = str(doc.get("__deleted")).lower() != "true"
         if entity.name == "customers" and doc.get("email"):
             emails[key] = doc["email"]

@@ -49,7 +49,7 @@ def landed(chdb_backend: ChdbBackend, pipeline: PipelineConfig, settings: Settin
     p.send(topic["stores"], sr.store("S001", T0 + 1, name="Old name"))  # duplicate (redelivery)
     p.send(topic["stores"], sr.store("S001", T0 + 5, op="u", name="New name"))  # update
     p.send(topic["stores"], sr.store("S002", T0 + 2, network="ProbablyFresh Maybe"))
-    p.send(topic["stores"], sr.delete_marker("store_id", "S002", T0 + 9, with_key=False))  # delete marker
+    p.send(topic["stores"], sr.delete_marker(T0 + 9), doc_id="S002")  # delete marker: id only in the key
     p.send(topic["stores"], None, doc_id="S002")  # its tombstone
     p.send_raw(topic["stores"], b'{"_id": "S009", "store_id": "S0', key=sr.message_key("S009"))  # malformed
     p.send(topic["stores"], sr.store("S003", T0 + 3))  # after the broken one: ingestion goes on

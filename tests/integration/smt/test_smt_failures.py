@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from confluent_kafka import ConsumerGroupTopicPartitions
-from conftest import Kafka, Out, write_pipeline
+from smt_kafka_io import Kafka, Out, write_pipeline
 
 from fresh.pipeline import PipelineConfig
 from fresh.wait import wait_until
@@ -119,7 +119,7 @@ def test_key_rotation_mid_stream_old_and_new_ciphertexts_decrypt(
 def test_bad_records_all_reach_the_dlq_with_reasons_and_the_stream_goes_on(
     kafka: Kafka, settings, unique: str, keyring: KeyringSource, start_processor
 ) -> None:
-    from conftest import make_pipeline
+    from smt_kafka_io import make_pipeline
 
     from smt.processor import ensure_topics
 

@@ -1,0 +1,101 @@
+"""Kafka and pipeline-config helpers for the PII processor's integration tests (imported by the tests
+and by conftest.py; a plain module, because `from conftest import ...` depends on which conftest
+Python happens to have imported first)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+
+from fresh.pipeline import PipelineConfig, load_pipeline_config
+from fresh.settings import Settings
+from fresh.wait import wait_until
+from smt.cdc_records import CdcRecord
+
+PARTITIONS = 3
+
+
+@dataclass(frozen=True)
+class Out:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+
+
+class Kafka:
+    def __init__(self, bootstrap: str):
+        self.bootstrap = bootstrap
+        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+
+    def create(self, topics: Iterable[str], partitions: int = PARTITIONS) -> None:
+        new = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics]
+        futures = self.admin.create_topics(new)
+        for fut in futures.values():
+            fut.result(timeout=30)
+
+    def produce(self, records: Iterable[CdcRecord],
+                extra: Iterable[tuple[str, bytes | None, bytes | None]] = ()) -> int:
+        producer = Producer({"bootstrap.servers": self.bootstrap, "partitioner": "murmur2_random",
+                             "linger.ms": 5, "message.max.bytes": 1_000_000})
+        n = 0
+        for r in records:
+            producer.produce(r.topic, r.value, r.key)
+            n += 1
+            if n % 10_000 == 0:
+                producer.flush(30)
+        for topic, key, value in extra:
+            producer.produce(topic, value, key)
+            n += 1
+        assert producer.flush(30) == 0
+        return n
+
+    def read_to_end(self, topics: Iterable[str], timeout_s: float = 60, committed: bool = True) -> list[Out]:
+        """Every committed record of `topics`: reads until each partition's position reaches its end."""
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "unused", "enable.auto.commit": False,
+                             "isolation.level": "read_committed" if committed else "read_uncommitted",
+                             "fetch.max.bytes": 52_428_800})
+        meta = consumer.list_topics(timeout=30).topics
+        tps = [TopicPartition(t, p, 0) for t in topics if t in meta for p in meta[t].partitions]
+        consumer.assign(tps)
+        latest = self.admin.list_offsets({TopicPartition(tp.topic, tp.partition): OffsetSpec.latest() for tp in tps})
+        ends = {(tp.topic, tp.partition): fut.result(timeout=30).offset for tp, fut in latest.items()}
+        out: list[Out] = []
+
+        def at_end() -> bool:
+            for msg in consumer.consume(10_000, 0.5):
+                if msg.error() is None:
+                    out.append(Out(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),  # type: ignore[arg-type]
+                                   dict((k, v or b"") for k, v in (msg.headers() or []))))
+            positions = consumer.position([TopicPartition(t, p) for t, p in ends])
+            return all(ends[(tp.topic, tp.partition)] <= max(tp.offset, 0) or ends[(tp.topic, tp.partition)] == 0
+                       for tp in positions)
+
+        try:
+            wait_until(at_end, timeout_s=timeout_s, what=f"reading {sorted(ends)} to the end", interval_s=0.01)
+        finally:
+            consumer.close()
+        return out
+
+    def count(self, topics: Iterable[str]) -> int:
+        return len(self.read_to_end(topics))
+
+
+def make_pipeline(settings: Settings, unique: str,
+                  pii_overrides: dict[str, dict[str, Any]] | None = None) -> PipelineConfig:
+    raw = load_pipeline_config(settings.pipeline_config).isolated(unique).model_dump(mode="json", exclude_none=True)
+    for entity, fields in (pii_overrides or {}).items():
+        raw["entities"][entity]["pii"].update(fields)
+    return PipelineConfig.model_validate(raw)
+
+
+def write_pipeline(cfg: PipelineConfig, path: Path) -> Path:
+    path.write_text(cfg.to_yaml(), encoding="utf-8")
+    return path
