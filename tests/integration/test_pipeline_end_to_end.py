@@ -1,7 +1,7 @@
 """The pipeline downstream of Debezium, with every real component in line:
 
-CDC-shaped records (smt.cdc_records, the documented shape of our connector config; Debezium itself
-cannot capture from the local Mongo server, see docs/local-stack.md) -> the real Kafka broker -> the
+CDC-shaped records (smt.cdc_records, the shape Debezium emits with our connector config, pinned
+against Debezium itself by tests/integration/connectors/test_debezium_capture.py) -> the real Kafka broker -> the
 PII processor (exactly once) -> `_secure` topics -> ClickHouse (embedded engine) Kafka tables -> RAW
 -> MART. Proves the contract between the processor and the warehouse, and that no plaintext email
 or phone number reaches it.

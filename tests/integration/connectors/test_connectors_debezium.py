@@ -1,6 +1,6 @@
 """The Debezium config against the real worker: Connect's validation, per-field errors, and no
-secret in any output. (Debezium cannot capture from the local Mongo server: its task stays
-RUNNING while every poll fails and is retried, so nothing here waits for data.)"""
+secret in any output. Capturing data is tested in test_debezium_capture.py and, through the whole
+pipeline, in tests/integration/test_pipeline_debezium_end_to_end.py."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Fixtures for the PII processor against the real broker: a pipeline config with unique topic
 names, a tmp keyring, and Kafka helpers that produce CDC records and read topics to their end
-(read_committed). CDC input is produced by smt.cdc_records in the connector's exact shape,
-because Debezium cannot run against the local Mongo server (docs/pii.md)."""
+(read_committed). CDC input is produced by smt.cdc_records in the connector's exact shape (pinned
+against Debezium itself by tests/integration/connectors/test_debezium_capture.py), so these tests
+control every record: bad ones, volumes, timing."""
 
 from __future__ import annotations
 
