@@ -34,10 +34,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--timeout", type=float, default=1800)
-    ap.add_argument("--partitions", type=int, default=1,
-                    help="partitions of the benchmark topic; the Kafka table gets as many consumers")
+    ap.add_argument("--partitions", type=int, default=2,
+                    help="partitions of the benchmark topic; the Kafka table gets as many consumers "
+                         "(at most the number of cores: ClickHouse refuses more)")
     ap.add_argument("--flush-ms", type=int, default=KafkaTuning.flush_interval_ms, help="kafka_flush_interval_ms")
     ap.add_argument("--block-size", type=int, default=KafkaTuning.max_block_size, help="kafka_max_block_size")
+    ap.add_argument("--thread-per-consumer", type=int, choices=(0, 1), default=int(KafkaTuning.thread_per_consumer),
+                    help="kafka_thread_per_consumer")
     args = ap.parse_args()
     settings = load_settings()
     cfg = _config(load_pipeline_config(settings.pipeline_config), uuid.uuid4().hex[:8])
@@ -47,7 +50,8 @@ def main() -> None:
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     for fut in admin.create_topics([NewTopic(topic, args.partitions, 1)]).values():
         fut.result()
-    tuning = KafkaTuning(num_consumers=args.partitions, flush_interval_ms=args.flush_ms, max_block_size=args.block_size)
+    tuning = KafkaTuning(num_consumers=args.partitions, flush_interval_ms=args.flush_ms, max_block_size=args.block_size,
+                         thread_per_consumer=bool(args.thread_per_consumer))
     producer = sr.SecureProducer(settings.kafka_bootstrap, **{"linger.ms": 50, "batch.size": 1_000_000,
                                                               "compression.type": "lz4"})
     template = sr.purchase("T0", 1_763_000_000_000, items=[("P001", "dairy", 2, 50.0), ("P002", "bakery", 1, 30.5)])

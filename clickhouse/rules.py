@@ -57,7 +57,10 @@ VALUE_RULES: dict[str, list[tuple[str, str]]] = {
 def rules_for(entity: str, business_key: str) -> list[tuple[str, str]]:
     """Every rule of `entity`: the key and version rules, then value rules (skipped for deletes)."""
     rules = [("missing_business_key", f"{business_key} = ''"), ("missing_source_ts", "source_ts_ms <= 0")]
-    rules += [(name, f"(deleted = 0 AND ({cond}))") for name, cond in VALUE_RULES.get(entity, [])]
+    # bitAnd, not AND: AND evaluates its second argument lazily (short-circuit), which makes
+    # ClickHouse compute the shared parsed `items` once per rule instead of once per block
+    # (measured: the RAW view's SELECT 1.4 s -> 0.9 s per 300k purchases, docs/benchmarks.md).
+    rules += [(name, f"bitAnd(deleted = 0, {cond})") for name, cond in VALUE_RULES.get(entity, [])]
     return rules
 
 

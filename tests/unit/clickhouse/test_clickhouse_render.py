@@ -73,7 +73,8 @@ def test_rules_name_every_broken_rule() -> None:
     sql = rules_array_sql("purchases", "purchase_id")
     for rule in ("missing_business_key", "non_positive_quantity", "total_mismatch", "unknown_status"):
         assert f"'{rule}'" in sql
-    assert "(deleted = 0 AND" in sql  # delete markers are checked for key and version only
+    assert "bitAnd(deleted = 0, " in sql  # delete markers are checked for key and version only
+    assert " AND " not in sql  # short-circuit AND would re-parse `items` once per rule
 
 
 def test_payload_is_parsed_once_into_a_nested_tuple() -> None:
