@@ -73,6 +73,8 @@ class FreshBackend extends MemoryBackend {
             response = getMore(channel, databaseName, command, query);
         } else if (command.equalsIgnoreCase("replSetGetStatus")) {
             response = replSetGetStatus();
+        } else if (command.equalsIgnoreCase("listDatabases")) {
+            response = withLocalDatabase(super.handleCommand(channel, databaseName, command, query));
         } else {
             response = super.handleCommand(channel, databaseName, command, query);
         }
@@ -105,6 +107,27 @@ class FreshBackend extends MemoryBackend {
             .append("state", 1).append("stateStr", "PRIMARY").append("self", Boolean.TRUE);
         return new Document("set", SET_NAME).append("myState", 1).append("members", List.of(member))
             .append("ok", 1.0);
+    }
+
+    /**
+     * Like mongod, always list `local` (where a real server keeps its oplog and startup log). Debezium's
+     * config validation reads an empty database list as "User doesn't have rights to list databases".
+     */
+    @SuppressWarnings("unchecked")
+    private Document withLocalDatabase(Document response) {
+        Object listed = response.get("databases");
+        if (listed instanceof List) {
+            List<Object> databases = (List<Object>) listed;
+            boolean hasLocal = databases.stream()
+                .anyMatch(d -> d instanceof Document && "local".equals(((Document) d).get("name")));
+            if (!hasLocal) {
+                Document local = new Document("name", "local");
+                local.put("sizeOnDisk", 0L);
+                local.put("empty", false);
+                databases.add(local);
+            }
+        }
+        return response;
     }
 
     private Document withClusterTime(Document response) {

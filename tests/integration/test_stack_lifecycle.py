@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from fresh.clients import mongo_client
 from fresh.errors import DownloadError, PortInUseError
 from fresh.settings import load_settings
 from stack import jars
@@ -41,6 +42,10 @@ def test_up_twice_reuses_and_down_leaves_nothing(isolated: LocalStack) -> None:
         assert {name: isolated.pid_of(name) for name in isolated.services} == pids
         assert sorted(isolated.our_processes()) == sorted(p for p in pids.values() if p)
         assert {row["service"]: row["state"] for row in isolated.status()}["connect"] == "ready"
+        # A fresh, empty Mongo server still lists `local`, as mongod does: Debezium's config validation
+        # reads an empty list as "User doesn't have rights to list databases".
+        with mongo_client(isolated.settings) as client:
+            assert client.list_database_names() == ["local"]
     finally:
         stopped = isolated.down(wipe=True)
     assert sorted(stopped) == ["connect", "kafka", "mongo"]
