@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import signal
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -53,6 +56,7 @@ def clickhouse() -> None:
     Examples:
       freshctl clickhouse plan
       freshctl clickhouse migrate
+      freshctl clickhouse ingest --seconds 60   # embedded engine: consume while it runs
       freshctl clickhouse audit
       freshctl clickhouse verify -o json
     """
@@ -153,3 +157,33 @@ def verify_cmd(settings: Settings, output: str) -> None:
     for title, rows in (("layers", counts), ("quality", stats), ("validation", rules)):
         click.echo(f"== {title}")
         print_rows(rows, output)
+
+
+@clickhouse.command("ingest")
+@click.option("--seconds", type=float, default=None, help="Stop after this long. Default: run until SIGTERM/SIGINT.")
+@click.option("--every", type=float, default=10.0, show_default=True, help="Print layer counts this often (s).")
+@click.pass_obj
+def ingest_cmd(settings: Settings, seconds: float | None, every: float) -> None:
+    """Hold the embedded engine open so its Kafka tables consume the _secure topics into RAW and MART.
+
+    chdb's Kafka tables consume only while a process holds its session (a ClickHouse server
+    consumes on its own: there this command only prints counts). Prints rows per layer as it goes.
+
+    \b
+    Examples:
+      freshctl clickhouse ingest                 # until Ctrl-C
+      freshctl clickhouse ingest --seconds 60 --every 5
+    """
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _signum, _frame: stop.set())
+    deadline = None if seconds is None else time.monotonic() + seconds
+    with _open(settings) as (cfg, backend):
+        while True:
+            left = every if deadline is None else min(every, deadline - time.monotonic())
+            stopped = stop.wait(max(0.0, left))  # the consumers run in the engine meanwhile
+            counts = layer_counts(backend, cfg)
+            click.echo(" ".join(f"{r['entity']}={r['raw_rows']}/{r['mart_current']}" for r in counts)
+                       + "  (raw rows / mart current)")
+            if stopped or (deadline is not None and time.monotonic() >= deadline):
+                return

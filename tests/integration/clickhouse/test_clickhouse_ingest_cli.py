@@ -1,0 +1,24 @@
+"""`freshctl clickhouse ingest` holds the embedded engine open and prints the layer counts."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from clickhouse.backend import ChdbBackend
+from fresh.cli import freshctl
+from fresh.pipeline import PipelineConfig
+
+
+def test_ingest_prints_counts_until_its_deadline(migrated_config: PipelineConfig, chdb_backend: ChdbBackend,
+                                                 chdb_path: str, tmp_path: Path) -> None:
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(migrated_config.to_yaml(), encoding="utf-8")
+    env = {"FRESH_PIPELINE_CONFIG": str(config), "FRESH_CHDB_PATH": chdb_path, "FRESH_CLICKHOUSE_BACKEND": "chdb"}
+    result = CliRunner().invoke(freshctl, ["clickhouse", "ingest", "--seconds", "1", "--every", "0.4"], env=env)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "(raw rows / mart current)" in line]
+    assert 2 <= len(lines) <= 4
+    assert all(re.search(r"products=\d+/\d+", line) for line in lines)
