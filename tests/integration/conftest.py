@@ -3,9 +3,21 @@ pytest is run alone, the session fixture starts it (idempotent: a running stack 
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
 import pytest
 
+from clickhouse.backend import ChdbBackend
+from clickhouse.migrate import migrate
+from clickhouse.render import render_migrations
+from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
+from smt.keyring import KeyringSource
+from smt.processor import Processor, ProcessorOptions
 from stack.services import LocalStack
 
 
@@ -26,3 +38,30 @@ def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The one embedded ClickHouse data folder of this test process: chdb serves a single path
     per process, so every integration test that opens a chdb session uses this one."""
     return str(tmp_path_factory.mktemp("chdb"))
+
+
+@pytest.fixture
+def secure_pipeline_running(bootstrap: str, chdb_path: str, tmp_path: Path) -> Callable[..., Any]:
+    """`with secure_pipeline_running(cfg, instance_id) as (keyring, backend):` runs the PII processor
+    for `cfg` in a thread (with a fresh tmp keyring) and migrates ClickHouse on the embedded engine;
+    on exit the processor stops, must have ended, and the engine session closes."""
+
+    @contextmanager
+    def run(cfg: PipelineConfig, instance_id: str) -> Iterator[tuple[KeyringSource, ChdbBackend]]:
+        keyring = KeyringSource(tmp_path / "keyring.json")
+        keyring.generate()
+        processor = Processor(cfg, keyring, ProcessorOptions(bootstrap=bootstrap, instance_id=instance_id))
+        stop = threading.Event()
+        worker = threading.Thread(target=processor.run, args=(stop,), daemon=True)
+        worker.start()
+        backend = ChdbBackend(Path(chdb_path))
+        try:
+            migrate(backend, render_migrations(cfg, bootstrap), cfg.clickhouse.raw_database)
+            yield keyring, backend
+        finally:
+            stop.set()
+            worker.join(60)
+            backend.close()
+        assert not worker.is_alive(), "the PII processor did not stop within 60 s"
+
+    return run

@@ -6,17 +6,13 @@ with MongoDB, key for key, after inserts, updates and deletes, and hold no plain
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from clickhouse.audit import audit
-from clickhouse.backend import ChdbBackend
-from clickhouse.migrate import migrate
-from clickhouse.render import render_migrations
 from connectors.apply import apply, wait_for_state
 from connectors.connect_api import ConnectApi
 from connectors.render import render
@@ -26,9 +22,8 @@ from fresh.settings import Settings
 from fresh.wait import wait_until
 from generator.domain import Domain, Plan
 from generator.seed import MongoSink, seed
-from smt.keyring import KeyringSource
 from smt.normalize import normalize_email
-from smt.processor import Processor, ProcessorOptions, ensure_topics
+from smt.processor import ensure_topics
 
 
 @pytest.fixture
@@ -60,7 +55,7 @@ def e2e(pipeline: PipelineConfig, settings: Settings, unique: str, tmp_path: Pat
 
 
 def test_mongo_to_mart_through_debezium_and_the_processor(
-    e2e: dict[str, Any], settings: Settings, tmp_path: Path, chdb_path: str
+    e2e: dict[str, Any], settings: Settings, secure_pipeline_running: Callable[..., Any]
 ) -> None:
     cfg: PipelineConfig = e2e["cfg"]
     db = e2e["db"]
@@ -75,16 +70,7 @@ def test_mongo_to_mart_through_debezium_and_the_processor(
                what=f"Debezium to create the CDC topics {cfg.cdc_topics}")
     ensure_topics(cfg, settings.kafka_bootstrap)
 
-    keyring = KeyringSource(tmp_path / "keyring.json")
-    keyring.generate()
-    processor = Processor(cfg, keyring, ProcessorOptions(bootstrap=settings.kafka_bootstrap,
-                                                         instance_id=f"e2e-{cfg.kafka.topic_prefix}"))
-    stop = threading.Event()
-    worker = threading.Thread(target=processor.run, args=(stop,), daemon=True)
-    worker.start()
-    backend = ChdbBackend(Path(chdb_path))
-    try:
-        migrate(backend, render_migrations(cfg, settings.kafka_bootstrap), cfg.clickhouse.raw_database)
+    with secure_pipeline_running(cfg, f"e2e-{cfg.kafka.topic_prefix}") as (keyring, backend):
         mart = cfg.clickhouse.mart_database
 
         def mart_matches_mongo() -> bool:
@@ -122,8 +108,3 @@ def test_mongo_to_mart_through_debezium_and_the_processor(
         assert row[0]["email_bidx"] == keyring.current().blind_index(normalize_email(customer["email"]))
         _, findings = audit(backend, cfg)
         assert findings == []
-    finally:
-        stop.set()
-        worker.join(60)
-        backend.close()
-    assert not worker.is_alive()

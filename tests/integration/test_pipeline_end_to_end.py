@@ -10,24 +10,20 @@ or phone number reaches it.
 from __future__ import annotations
 
 import json
-import threading
 from collections import defaultdict
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from clickhouse.audit import audit
-from clickhouse.backend import ChdbBackend
-from clickhouse.migrate import migrate
-from clickhouse.render import render_migrations
 from fresh.pipeline import PipelineConfig
 from fresh.wait import wait_until
 from smt.cdc_records import mixed_records
 from smt.envelope import decrypt
-from smt.keyring import KeyringSource
 from smt.normalize import normalize_email
-from smt.processor import Processor, ProcessorOptions, ensure_topics
+from smt.processor import ensure_topics
 
 RECORDS = 3000
 
@@ -53,7 +49,7 @@ def _expected(cfg: PipelineConfig, records: list) -> tuple[dict[str, int], dict[
 
 
 def test_cdc_records_reach_mart_encrypted_exactly_once(
-    pipeline: PipelineConfig, bootstrap: str, unique: str, chdb_path: str, tmp_path: Path
+    pipeline: PipelineConfig, bootstrap: str, unique: str, secure_pipeline_running: Callable[..., Any]
 ) -> None:
     cfg = pipeline.isolated(f"e2e{unique}")
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -69,16 +65,7 @@ def test_cdc_records_reach_mart_encrypted_exactly_once(
     assert producer.flush(30) == 0
     raw_expected, mart_expected, emails = _expected(cfg, records)
 
-    keyring = KeyringSource(tmp_path / "keyring.json")
-    keyring.generate()
-    processor = Processor(cfg, keyring, ProcessorOptions(bootstrap=bootstrap, instance_id=f"e2e-{unique}"))
-    stop = threading.Event()
-    worker = threading.Thread(target=processor.run, args=(stop,), daemon=True)
-    worker.start()
-
-    backend = ChdbBackend(Path(chdb_path))
-    try:
-        migrate(backend, render_migrations(cfg, bootstrap), cfg.clickhouse.raw_database)
+    with secure_pipeline_running(cfg, f"e2e-{unique}") as (keyring, backend):
         raw_db, mart_db = cfg.clickhouse.raw_database, cfg.clickhouse.mart_database
 
         def counts(sql: str) -> dict[str, int]:
@@ -111,8 +98,3 @@ def test_cdc_records_reach_mart_encrypted_exactly_once(
         assert plain == normalize_email(emails[row["customer_id"]])
         _, findings = audit(backend, cfg)
         assert findings == []
-    finally:
-        stop.set()
-        worker.join(60)
-        backend.close()
-    assert not worker.is_alive()
