@@ -155,7 +155,7 @@ def secure_run(settings: Settings, instance_id: str | None, batch_size: int, idl
         rows.append({"cdc_topic": "(dlq)", "secure_topic": cfg.kafka.dlq_topic})
         print_rows(rows, output)
         click.echo(f"dry run: group={processor.group_id} instance={opts.instance_id} "
-                   f"active_key={processor.keyring.active.id}", err=True)
+                   f"active_key={processor.keyring.active.id} transform={processor.transform_kind}", err=True)
         return
     created = ensure_topics(cfg, settings.kafka_bootstrap)
     if created:

@@ -88,11 +88,13 @@ os.register_at_fork(after_in_child=_NONCES.pool.clear)
 
 @dataclass(frozen=True)
 class DataKey:
-    """One keyring key, ready to use. Holds derived subkeys only inside cipher objects."""
+    """One keyring key, ready to use: its derived subkeys as cipher objects, and as bytes for the
+    native transform (smt/native), which builds its own ciphers from them. Never printed."""
 
     id: str
     gcm: AESGCM = field(repr=False)
     siv: AESSIV = field(repr=False)
+    subkeys: tuple[bytes, bytes] = field(default=(b"", b""), repr=False, compare=False)  # (gcm 32, siv 64)
     _ads: dict[tuple[str, str, str], bytes] = field(default_factory=dict, repr=False, compare=False)
 
     def _ad(self, alg: str, collection: str, path: str) -> bytes:
@@ -107,7 +109,8 @@ class DataKey:
             raise EnvelopeError(f"key id {key_id!r} must be 1-32 lowercase letters or digits")
         if len(secret) != 32:
             raise EnvelopeError(f"key {key_id}: secret must be 32 bytes, got {len(secret)}")
-        return cls(key_id, AESGCM(derive(secret, INFO_GCM, 32)), AESSIV(derive(secret, INFO_SIV, 64)))
+        gcm, siv = derive(secret, INFO_GCM, 32), derive(secret, INFO_SIV, 64)
+        return cls(key_id, AESGCM(gcm), AESSIV(siv), (gcm, siv))
 
     def encrypt(self, plaintext: bytes, collection: str, path: str, nonce: bytes | None = None) -> str:
         """Randomized AES-256-GCM. `nonce` is for test vectors only; leave it None."""
@@ -190,7 +193,7 @@ class BlindIndexer:
     CACHE_LIMIT = 200_000  # contacts repeat across purchases; cleared when full
 
     def __init__(self, index_secret: bytes):
-        self._key = derive(index_secret, INFO_BLIND_INDEX, 32)
+        self.key = derive(index_secret, INFO_BLIND_INDEX, 32)  # never printed; the native transform needs it
         self._cache: dict[str, str] = {}
         self.cached = self._cache.get  # the hit path without a call into __call__
 
@@ -199,5 +202,5 @@ class BlindIndexer:
         if digest is None:
             if len(self._cache) >= self.CACHE_LIMIT:
                 self._cache.clear()
-            digest = self._cache[normalized] = hmac.digest(self._key, normalized.encode(), hashlib.sha256).hex()
+            digest = self._cache[normalized] = hmac.digest(self.key, normalized.encode(), hashlib.sha256).hex()
         return digest

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -46,6 +47,8 @@ class ProcessorOptions:
     counters_interval_s: float = 10.0
     keyring_check_s: float = 1.0
     kafka_timeout_s: float = 30.0
+    native: bool = True  # the Rust fast path of the transform when built (smt/native); False: Python only
+    transform_threads: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))  # native path, per batch
 
 
 @dataclass
@@ -103,8 +106,11 @@ class Processor:
         cfg = pipeline.pii_processor
         # Refuses any entity without a policy (PolicyMissingError) before touching Kafka.
         self.transformers = {
-            e.cdc_topic: Transformer(e, cfg.default_region, cfg.max_record_bytes) for e in pipeline.entities.values()
+            e.cdc_topic: Transformer(e, cfg.default_region, cfg.max_record_bytes, options.native)
+            for e in pipeline.entities.values()
         }
+        # "native" when every entity with rules runs the Rust fast path (smt/native), else "python"
+        self.transform_kind = "native" if all(t.native or not t.rules for t in self.transformers.values()) else "python"
         self.outputs = topic_mapping(pipeline)
         self.dlq_topic = pipeline.kafka.dlq_topic
         self.group_id = options.group_id or cfg.consumer_group
@@ -163,7 +169,11 @@ class Processor:
         producer.init_transactions(o.kafka_timeout_s)  # fences a former self, aborts its open txn
         topics = sorted(self.transformers)
         consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
-        log.info("processor started instance=%s group=%s topics=%s", o.instance_id, self.group_id, ",".join(topics))
+        log.info("processor started instance=%s group=%s transform=%s topics=%s", o.instance_id, self.group_id,
+                 self.transform_kind, ",".join(topics))
+        if self.transform_kind == "python" and o.native:
+            log.warning("smt_native is not installed (scripts/setup builds it): the transform runs in pure Python, "
+                        "about half as fast")
         last_record = last_counters = last_keyring = time.monotonic()
         try:
             while not stop.is_set():
@@ -199,6 +209,7 @@ class Processor:
     def _process_batch(self, msgs: list[Message], consumer: Consumer, producer: Producer) -> None:
         offsets: dict[tuple[str, int], int] = {}
         firsts: dict[tuple[str, int], int] = {}
+        by_topic: dict[str, list[Message]] = {}
         producer.begin_transaction()
         for msg in msgs:
             err = msg.error()
@@ -209,32 +220,37 @@ class Processor:
             topic, partition, offset = cast(str, msg.topic()), cast(int, msg.partition()), cast(int, msg.offset())
             firsts.setdefault((topic, partition), offset)
             offsets[(topic, partition)] = offset + 1
-            self._handle(msg, topic, producer)
+            by_topic.setdefault(topic, []).append(msg)
         if not offsets:
             producer.abort_transaction(self.options.kafka_timeout_s)
             return
+        # Transformed per topic (one policy each), then produced topic by topic: a partition's
+        # records keep their order, and nothing else needs one.
+        for topic, topic_msgs in by_topic.items():
+            outs = self.transform_batch(topic, [m.value() for m in topic_msgs])
+            for msg, out in zip(topic_msgs, outs, strict=True):
+                self._handle(msg, topic, out, producer)
         if self._commit(offsets, firsts, consumer, producer):
             self.counters.transactions += 1
             self.counters.last_commit_at = time.monotonic()
 
-    def transform(self, msg: Message) -> bytes | None:
-        """The per-record work; benchmarks override it (passthrough)."""
-        out = self.transformers[cast(str, msg.topic())](msg.value(), self.keyring)
-        if out is not None and len(out) > MAX_OUTPUT_BYTES:
-            raise RecordError(OVERSIZE, f"encrypted record is {len(out)} bytes, limit {MAX_OUTPUT_BYTES}")
-        return out
+    def transform_batch(self, topic: str, values: list[bytes | None]) -> list[bytes | RecordError | None]:
+        """The work on one topic's records of a batch, in order; benchmarks override it (passthrough)."""
+        outs = self.transformers[topic].transform_many(values, self.keyring, self.options.transform_threads)
+        for i, out in enumerate(outs):
+            if isinstance(out, bytes) and len(out) > MAX_OUTPUT_BYTES:
+                outs[i] = RecordError(OVERSIZE, f"encrypted record is {len(out)} bytes, limit {MAX_OUTPUT_BYTES}")
+        return outs
 
-    def _handle(self, msg: Message, topic: str, producer: Producer) -> None:
+    def _handle(self, msg: Message, topic: str, out: bytes | RecordError | None, producer: Producer) -> None:
         c = self.counters
         if not c.consumed:
             c.first_record_at = time.monotonic()
         c.consumed += 1
         value = msg.value()
         c.bytes_in += len(value) if value else 0
-        try:
-            out = self.transform(msg)
-        except RecordError as exc:
-            self._dead_letter(msg, topic, exc.reason, exc.detail, producer)
+        if isinstance(out, RecordError):
+            self._dead_letter(msg, topic, out.reason, out.detail, producer)
             return
         try:
             self._produce(producer, self.outputs[topic], out, msg.key(), msg.headers(), msg.timestamp()[1])

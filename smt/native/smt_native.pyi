@@ -1,0 +1,18 @@
+# Type stub of the Rust extension (smt/native/src/lib.rs), installed next to it by maturin.
+
+from collections.abc import Callable
+
+class RecordSealer:
+    def __init__(
+        self,
+        rules: list[tuple[list[str], str, str, bool, bool, str, bytes, str]],
+        gcm_key: bytes,
+        siv_key: bytes,
+        index_key: bytes,
+        normalize_phone: Callable[[str, str], str],
+        region: str,
+    ) -> None: ...
+    def transform(self, value: bytes) -> bytes | None: ...
+    def transform_many(self, values: list[bytes], threads: int = 2) -> list[bytes | None]: ...
+
+def plain_phone(value: str, region: str) -> str | None: ...

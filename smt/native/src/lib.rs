@@ -1,0 +1,596 @@
+//! The PII processor's per-record transform, in Rust: the fast path of `smt.transform.Transformer`.
+//!
+//! `smt/transform.py` defines the behaviour; this module repeats its common case only, and
+//! answers `None` ("take the Python path") for anything else: a value that is not a JSON object,
+//! a policy field that is not a string (null, number, object), an email that is not ASCII, a phone
+//! number that is not plain (see `is_plain_phone`; Python's phonenumbers reads those), a wrong
+//! shape on a policy path, input orjson would refuse (a lone surrogate, an infinite float), and
+//! any output that still holds an '@' (the Python guard decides). So every refusal, DLQ reason
+//! and guard check stays in one place, Python, and this module can only make the common case
+//! faster. Output equality with the Python path is tested in tests/unit/smt/test_smt_native.py
+//! (same JSON values, envelopes that decrypt to the same plaintext, identical blind indexes and
+//! deterministic envelopes). Numbers keep their text: `2.50` stays `2.50`, where orjson would
+//! write `2.5`; the values are equal.
+//!
+//! Envelope format (docs/pii.md): `pf1.<key id>.<g|s>.<base64url, no padding>`, associated data
+//! `pf1.<key id>.<alg>|<collection>|<field path>`; `g` = nonce(12) || AES-256-GCM ciphertext || tag,
+//! `s` = AES-256-SIV (RFC 5297) SIV || ciphertext. Blind index: lowercase hex HMAC-SHA256.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use aes_siv::siv::Aes256Siv;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use rlibphonenumber::{PhoneNumber, PhoneNumberFormat, Region};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+const NONCE_BYTES: usize = 12;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Normalize {
+    None,
+    Email,
+    Phone,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Encrypt {
+    None,
+    Random,
+    Deterministic,
+}
+
+struct Rule {
+    parents: Vec<String>,
+    leaf: String,
+    index_name: String,
+    encrypt: Encrypt,
+    index: bool,
+    remove: bool,
+    normalize: Normalize,
+    ad: Vec<u8>,
+    prefix: String,
+}
+
+/// The compiled policy of one entity under one keyring key, like a `Transformer` plan.
+#[pyclass(frozen, module = "smt_native")]
+struct RecordSealer {
+    rules: Vec<Rule>,
+    gcm: Aes256Gcm,
+    siv_key: [u8; 64],
+    index_mac: Hmac<Sha256>,
+    normalize_phone: Py<PyAny>,
+    region: Py<PyAny>,
+    phone_region: Option<Region>,
+    /// E.164 of plain phone input seen before: contacts repeat across purchases
+    phone_cache: Mutex<HashMap<String, String>>,
+    random_fields: usize,
+}
+
+const MIN_RECORDS_PER_THREAD: usize = 256; // below this a thread costs more than it saves
+const PHONE_CACHE_LIMIT: usize = 65_536; // cleared when full, like the Python caches
+
+/// Python's `str.strip()` whitespace among ASCII characters (`str.isspace`).
+fn is_py_ascii_space(b: u8) -> bool {
+    matches!(b, 0x09..=0x0d | 0x1c..=0x20)
+}
+
+/// `value.strip().lower()` for an ASCII string; None (take the Python path) for any other.
+fn normalize_email(value: &str) -> Option<String> {
+    if !value.is_ascii() {
+        return None;
+    }
+    let bytes = value.as_bytes();
+    let start = bytes
+        .iter()
+        .position(|b| !is_py_ascii_space(*b))
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !is_py_ascii_space(*b))
+        .map_or(start, |i| i + 1);
+    Some(value[start..end].to_ascii_lowercase())
+}
+
+/// Plain phone input: an optional leading '+', then only digits, spaces, parentheses, dots and
+/// hyphens, with 7 to 17 digits. No letters, extensions, other scripts or other punctuation.
+fn is_plain_phone(value: &str) -> bool {
+    let body = value.trim_start_matches(' ');
+    let body = body.strip_prefix('+').unwrap_or(body);
+    let mut digits = 0;
+    for b in body.bytes() {
+        match b {
+            b'0'..=b'9' => digits += 1,
+            b' ' | b'(' | b')' | b'.' | b'-' => {}
+            _ => return false,
+        }
+    }
+    (7..=17).contains(&digits)
+}
+
+/// E.164 of plain phone input (`is_plain_phone`), by rlibphonenumber: the same algorithm and Google
+/// metadata as Python's phonenumbers (both pinned at v9.0.42), without its ~18 µs per number.
+/// None for anything else, or if the parser fails or panics: Python's phonenumbers then decides.
+/// tests/unit/smt/test_smt_native.py compares the two on 42,000 numbers in every test run.
+fn plain_phone_e164(value: &str, region: Region) -> Option<String> {
+    if !is_plain_phone(value) {
+        return None;
+    }
+    let parsed = std::panic::catch_unwind(|| PhoneNumber::parse(value, Some(region)))
+        .ok()?
+        .ok()?;
+    if parsed.extension.as_deref().is_some_and(|x| !x.is_empty()) {
+        return None;
+    }
+    Some(parsed.format_as(PhoneNumberFormat::E164).into_owned())
+}
+
+/// A JSON object as borrowed slices of the input: keys in their order (a repeated key keeps its
+/// first place and its last value, as in a Python dict), values untouched until a rule rewrites
+/// them. Untouched values are copied to the output byte for byte.
+struct Obj<'a> {
+    entries: Vec<(&'a str, Slot<'a>)>,
+}
+
+enum Slot<'a> {
+    Raw(&'a RawValue),
+    Obj(Obj<'a>),
+    /// An envelope or a hex digest, written by this module: ASCII that needs no JSON escaping.
+    Token(String),
+}
+
+impl<'de> Deserialize<'de> for Obj<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjVisitor;
+        impl<'de> Visitor<'de> for ObjVisitor {
+            type Value = Obj<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Obj<'de>, A::Error> {
+                let mut entries: Vec<(&'de str, Slot<'de>)> = Vec::with_capacity(16);
+                // &str: a key with escapes fails here, and the Python path takes the record
+                while let Some((key, value)) = map.next_entry::<&'de str, &'de RawValue>()? {
+                    match entries.iter_mut().find(|(k, _)| *k == key) {
+                        Some(entry) => entry.1 = Slot::Raw(value),
+                        None => entries.push((key, Slot::Raw(value))),
+                    }
+                }
+                Ok(Obj { entries })
+            }
+        }
+        deserializer.deserialize_map(ObjVisitor)
+    }
+}
+
+impl<'a> Obj<'a> {
+    fn get_mut(&mut self, key: &str) -> Option<&mut Slot<'a>> {
+        self.entries
+            .iter_mut()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    }
+
+    /// Sets `key` in place, or appends it (a Python dict assignment).
+    fn set(&mut self, key: &'a str, value: Slot<'a>) {
+        match self.get_mut(key) {
+            Some(slot) => *slot = value,
+            None => self.entries.push((key, value)),
+        }
+    }
+
+    /// Removes `key`, keeping the order of the others (a Python `del`).
+    fn remove(&mut self, key: &str) {
+        self.entries.retain(|(k, _)| *k != key);
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        for (i, (key, value)) in self.entries.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            // Keys need no escaping: a borrowed key held none (escaped keys fail to parse into
+            // `&str`), and a `<leaf>_bidx` key is an identifier (policy paths, fresh/pipeline.py).
+            out.push(b'"');
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(b"\":");
+            match value {
+                Slot::Raw(raw) => out.extend_from_slice(raw.get().as_bytes()),
+                Slot::Obj(obj) => obj.write(out),
+                Slot::Token(token) => {
+                    out.push(b'"');
+                    out.extend_from_slice(token.as_bytes());
+                    out.push(b'"');
+                }
+            }
+        }
+        out.push(b'}');
+    }
+}
+
+/// Inputs whose Python (orjson) reading this module does not repeat: a lone surrogate escape
+/// (orjson refuses it) and an exponent of three digits (orjson refuses an infinite float). Found
+/// conservatively, anywhere in the bytes; such a record takes the Python path.
+fn needs_python_reading(value: &[u8]) -> bool {
+    let lone_surrogate = memchr::memchr_iter(b'\\', value).any(|i| match value.get(i + 1..i + 4) {
+        Some([b'u', d, x]) => (d | 0x20) == b'd' && matches!(x | 0x20, b'8'..=b'9' | b'a'..=b'f'),
+        _ => false,
+    });
+    let long_exponent = || {
+        memchr::memchr2_iter(b'e', b'E', value).any(|i| {
+            if i == 0 || !value[i - 1].is_ascii_digit() {
+                return false;
+            }
+            let mut j = i + 1;
+            if matches!(value.get(j), Some(b'+' | b'-')) {
+                j += 1;
+            }
+            value[j.min(value.len())..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count()
+                >= 3
+        })
+    };
+    lone_surrogate || long_exponent()
+}
+
+enum Parent<'s, 'a> {
+    Found(&'s mut Obj<'a>),
+    Absent,
+    WrongShape,
+}
+
+/// The object holding a rule's leaf; an absent or null parent means nothing to protect below it.
+/// A parent still in its raw form is parsed (once) into an `Obj`.
+fn parent<'s, 'a>(node: &'s mut Obj<'a>, parents: &[String]) -> Parent<'s, 'a> {
+    let Some((name, rest)) = parents.split_first() else {
+        return Parent::Found(node);
+    };
+    let Some(slot) = node.get_mut(name) else {
+        return Parent::Absent;
+    };
+    if let Slot::Raw(raw) = slot {
+        let text = raw.get();
+        if text == "null" {
+            return Parent::Absent;
+        }
+        if !text.starts_with('{') {
+            return Parent::WrongShape;
+        }
+        match serde_json::from_str::<Obj<'a>>(text) {
+            Ok(obj) => *slot = Slot::Obj(obj),
+            Err(_) => return Parent::WrongShape, // e.g. an escaped key: Python decides
+        }
+    }
+    match slot {
+        Slot::Obj(child) => parent(child, rest),
+        _ => Parent::WrongShape,
+    }
+}
+
+impl RecordSealer {
+    fn blind_index(&self, plain: &str) -> String {
+        let mut mac = self.index_mac.clone();
+        mac.update(plain.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let mut out = String::with_capacity(64);
+        for b in digest {
+            out.push(char::from(b"0123456789abcdef"[(b >> 4) as usize]));
+            out.push(char::from(b"0123456789abcdef"[(b & 15) as usize]));
+        }
+        out
+    }
+
+    fn seal(&self, rule: &Rule, plain: &str, nonce: &[u8]) -> Option<String> {
+        let payload = match rule.encrypt {
+            Encrypt::Random => {
+                let sealed = self
+                    .gcm
+                    .encrypt(
+                        Nonce::from_slice(nonce),
+                        Payload {
+                            msg: plain.as_bytes(),
+                            aad: &rule.ad,
+                        },
+                    )
+                    .ok()?;
+                let mut payload = Vec::with_capacity(NONCE_BYTES + sealed.len());
+                payload.extend_from_slice(nonce);
+                payload.extend_from_slice(&sealed);
+                payload
+            }
+            Encrypt::Deterministic => {
+                let mut siv = Aes256Siv::new(&self.siv_key.into());
+                siv.encrypt([&rule.ad], plain.as_bytes()).ok()?
+            }
+            Encrypt::None => return None,
+        };
+        let mut out = String::with_capacity(rule.prefix.len() + payload.len() * 4 / 3 + 4);
+        out.push_str(&rule.prefix);
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut out);
+        Some(out)
+    }
+
+    /// `py` is None on a worker thread: a phone number that needs Python's phonenumbers then
+    /// sends the record back to the caller, which runs it again with the GIL.
+    fn normalize(&self, py: Option<Python<'_>>, rule: &Rule, value: &str) -> Option<String> {
+        match rule.normalize {
+            Normalize::None => Some(value.to_owned()),
+            Normalize::Email => normalize_email(value),
+            Normalize::Phone => {
+                if let Some(region) = self.phone_region {
+                    let mut cache = self.phone_cache.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(e164) = cache.get(value) {
+                        return Some(e164.clone());
+                    }
+                    if let Some(e164) = plain_phone_e164(value, region) {
+                        if cache.len() >= PHONE_CACHE_LIMIT {
+                            cache.clear();
+                        }
+                        cache.insert(value.to_owned(), e164.clone());
+                        return Some(e164);
+                    }
+                }
+                // smt.normalize.normalize_phone (phonenumbers, lru-cached): the definition of E.164.
+                let py = py?;
+                let result = self
+                    .normalize_phone
+                    .call1(py, (value, self.region.clone_ref(py)));
+                match result {
+                    Ok(obj) => obj.extract::<String>(py).ok(),
+                    Err(_) => None, // not a phone number: the Python path names the reason
+                }
+            }
+        }
+    }
+
+    /// Applies the rules to `record` in place; false means "take the Python path".
+    fn apply<'a>(&'a self, py: Option<Python<'_>>, record: &mut Obj<'a>, nonces: &[u8]) -> bool {
+        let mut next_nonce = 0;
+        for rule in &self.rules {
+            let node = match parent(record, &rule.parents) {
+                Parent::Found(node) => node,
+                Parent::Absent => continue,
+                Parent::WrongShape => return false, // WRONG_TYPE, named by Python
+            };
+            let Some(slot) = node.get_mut(&rule.leaf) else {
+                continue;
+            };
+            if rule.encrypt == Encrypt::None && !rule.index {
+                if rule.remove {
+                    node.remove(&rule.leaf); // drop
+                }
+                continue; // keep
+            }
+            // Only a JSON string is protected here; null and other types are Python's to judge
+            // (nullable, NULL_PII, WRONG_TYPE).
+            let text: String = match slot {
+                Slot::Raw(raw) if raw.get().starts_with('"') => {
+                    match serde_json::from_str(raw.get()) {
+                        Ok(text) => text,
+                        Err(_) => return false,
+                    }
+                }
+                _ => return false,
+            };
+            let Some(plain) = self.normalize(py, rule, &text) else {
+                return false;
+            };
+            if rule.index {
+                node.set(&rule.index_name, Slot::Token(self.blind_index(&plain)));
+            }
+            if rule.encrypt != Encrypt::None {
+                let nonce = if rule.encrypt == Encrypt::Random {
+                    next_nonce += NONCE_BYTES;
+                    &nonces[next_nonce - NONCE_BYTES..next_nonce]
+                } else {
+                    &[][..]
+                };
+                let Some(sealed) = self.seal(rule, &plain, nonce) else {
+                    return false;
+                };
+                node.set(&rule.leaf, Slot::Token(sealed));
+            } else if rule.remove {
+                node.remove(&rule.leaf);
+            }
+        }
+        true
+    }
+}
+
+#[pymethods]
+impl RecordSealer {
+    /// rules: list of (parents, leaf, encrypt "g"|"s"|"", index, remove, normalize "email"|"phone"|"",
+    /// associated data, envelope prefix), in policy order; array-free paths only.
+    #[new]
+    #[pyo3(signature = (rules, gcm_key, siv_key, index_key, normalize_phone, region))]
+    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::type_complexity)]
+    fn new(
+        py: Python<'_>,
+        rules: Vec<(
+            Vec<String>,
+            String,
+            String,
+            bool,
+            bool,
+            String,
+            Vec<u8>,
+            String,
+        )>,
+        gcm_key: &[u8],
+        siv_key: &[u8],
+        index_key: &[u8],
+        normalize_phone: Py<PyAny>,
+        region: &str,
+    ) -> PyResult<Self> {
+        let phone_region = region.parse::<Region>().ok();
+        let region = pyo3::types::PyString::new(py, region).into_any().unbind();
+        let gcm = Aes256Gcm::new_from_slice(gcm_key)
+            .map_err(|_| PyValueError::new_err("gcm_key must be 32 bytes"))?;
+        let siv_key: [u8; 64] = siv_key
+            .try_into()
+            .map_err(|_| PyValueError::new_err("siv_key must be 64 bytes"))?;
+        let index_mac = <Hmac<Sha256> as Mac>::new_from_slice(index_key)
+            .map_err(|_| PyValueError::new_err("index_key is not a valid HMAC key"))?;
+        let mut compiled = Vec::with_capacity(rules.len());
+        for (parents, leaf, encrypt, index, remove, normalize, ad, prefix) in rules {
+            let encrypt = match encrypt.as_str() {
+                "g" => Encrypt::Random,
+                "s" => Encrypt::Deterministic,
+                "" => Encrypt::None,
+                other => return Err(PyValueError::new_err(format!("unknown encrypt {other:?}"))),
+            };
+            let normalize = match normalize.as_str() {
+                "email" => Normalize::Email,
+                "phone" => Normalize::Phone,
+                "" | "none" => Normalize::None,
+                other => {
+                    return Err(PyValueError::new_err(format!(
+                        "unknown normalize {other:?}"
+                    )))
+                }
+            };
+            let index_name = format!("{leaf}_bidx");
+            compiled.push(Rule {
+                parents,
+                leaf,
+                index_name,
+                encrypt,
+                index,
+                remove,
+                normalize,
+                ad,
+                prefix,
+            });
+        }
+        let random_fields = compiled
+            .iter()
+            .filter(|r| r.encrypt == Encrypt::Random)
+            .count();
+        Ok(RecordSealer {
+            rules: compiled,
+            gcm,
+            siv_key,
+            index_mac,
+            normalize_phone,
+            region,
+            phone_region,
+            phone_cache: Mutex::new(HashMap::new()),
+            random_fields,
+        })
+    }
+
+    /// The `_secure` value for a CDC value, or None when the Python path must decide.
+    fn transform<'py>(
+        &self,
+        py: Python<'py>,
+        value: &[u8],
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let out = self
+            .seal_record(Some(py), value)
+            .map_err(|e| PyValueError::new_err(format!("getrandom: {e}")))?;
+        Ok(out.map(|out| PyBytes::new(py, &out)))
+    }
+
+    /// `transform` of many values at once, on `threads` threads without the GIL (a batch of the
+    /// processor). None where the Python path must decide, as `transform`, and also where a phone
+    /// number needs Python's phonenumbers: `transform` of that value then settles it.
+    #[pyo3(signature = (values, threads = 2))]
+    fn transform_many<'py>(
+        &self,
+        py: Python<'py>,
+        values: Vec<Bound<'py, PyBytes>>,
+        threads: usize,
+    ) -> PyResult<Vec<Option<Bound<'py, PyBytes>>>> {
+        let slices: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+        let chunk = slices
+            .len()
+            .div_ceil(threads.max(1))
+            .max(MIN_RECORDS_PER_THREAD);
+        let sealed: Result<Vec<Option<Vec<u8>>>, getrandom::Error> = py.allow_threads(|| {
+            let seal = |part: &[&[u8]]| {
+                part.iter()
+                    .map(|v| self.seal_record(None, v))
+                    .collect::<Result<Vec<_>, _>>()
+            };
+            let mut parts = slices.chunks(chunk);
+            let first = parts.next().unwrap_or_default();
+            std::thread::scope(|scope| {
+                // the calling thread takes the first part, one thread each the others
+                let workers: Vec<_> = parts.map(|part| scope.spawn(move || seal(part))).collect();
+                let mut all = seal(first)?;
+                for worker in workers {
+                    all.extend(worker.join().expect("a transform thread panicked")?);
+                }
+                Ok(all)
+            })
+        });
+        let sealed = sealed.map_err(|e| PyValueError::new_err(format!("getrandom: {e}")))?;
+        Ok(sealed
+            .into_iter()
+            .map(|out| out.map(|out| PyBytes::new(py, &out)))
+            .collect())
+    }
+}
+
+impl RecordSealer {
+    fn seal_record(
+        &self,
+        py: Option<Python<'_>>,
+        value: &[u8],
+    ) -> Result<Option<Vec<u8>>, getrandom::Error> {
+        if needs_python_reading(value) {
+            return Ok(None);
+        }
+        // Not an object, not UTF-8, not JSON: the Python path names the DLQ reason.
+        let Ok(mut record) = serde_json::from_slice::<Obj>(value) else {
+            return Ok(None);
+        };
+        // One getrandom call per record for all its random nonces; no buffer kept across calls,
+        // so a forked process can never hand out its parent's nonces.
+        let mut nonces = vec![0u8; NONCE_BYTES * self.random_fields];
+        getrandom::getrandom(&mut nonces)?;
+        if !self.apply(py, &mut record, &nonces) {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(value.len() + 64 * self.rules.len());
+        record.write(&mut out);
+        if out.contains(&b'@') {
+            return Ok(None); // maybe a plaintext email outside the policy: the Python guard decides
+        }
+        Ok(Some(out))
+    }
+}
+
+/// E.164 of a plain phone number as the native path computes it, or None (Python decides).
+#[pyfunction]
+fn plain_phone(value: &str, region: &str) -> Option<String> {
+    plain_phone_e164(value, region.parse::<Region>().ok()?)
+}
+
+#[pymodule]
+fn smt_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // A panic message can quote the input it choked on (a phone number, a record): report only
+    // where it happened. Applies to this module's Rust code alone.
+    std::panic::set_hook(Box::new(|info| {
+        let place = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("smt_native: internal panic at {place} (input withheld)");
+    }));
+    m.add_class::<RecordSealer>()?;
+    m.add_function(wrap_pyfunction!(plain_phone, m)?)?;
+    Ok(())
+}
