@@ -35,8 +35,11 @@ def test_every_pinned_version_is_documented_with_a_reason() -> None:
     for key, version in load_versions().items():
         assert version in doc, f"docs/versions.md does not mention {key}={version}"
     pyproject = (REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    chdb_pin = re.search(r'"chdb-core==([^"]+)"', pyproject)
-    assert chdb_pin and chdb_pin.group(1) in doc
+    for name, pin in re.findall(r'"([A-Za-z0-9_.-]+)==([^"]+)"', pyproject):  # chdb-core, phonenumbers
+        assert pin in doc, f"docs/versions.md does not mention {name}=={pin}"
+    cargo = (REPO_ROOT / "smt" / "native" / "Cargo.toml").read_text(encoding="utf-8")
+    for name, pin in re.findall(r'^([a-z0-9_-]+) = "=([^"]+)"', cargo, re.MULTILINE):  # rlibphonenumber
+        assert pin in doc, f"docs/versions.md does not mention {name} ={pin}"
 
 
 def test_bad_versions_line_names_file_and_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
