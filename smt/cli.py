@@ -129,11 +129,13 @@ def secure_policy(settings: Settings, output: str) -> None:
 @click.option("--idle-exit", type=float, default=None, help="Exit after this many seconds without records.")
 @click.option("--counters-interval", type=float, default=10.0, show_default=True,
               help="Seconds between counter log lines (in, out, dlq, lag).")
+@click.option("--transform-threads", type=click.IntRange(1, 64), default=None,
+              help="Threads of the native transform per batch. [default: CPU count, at most 4]")
 @click.option("--dry-run", is_flag=True, help="Check policy, keyring and topics; print the mapping; process nothing.")
 @OUTPUT_OPTION
 @click.pass_obj
 def secure_run(settings: Settings, instance_id: str | None, batch_size: int, idle_exit: float | None,
-               counters_interval: float, dry_run: bool, output: str) -> None:
+               counters_interval: float, transform_threads: int | None, dry_run: bool, output: str) -> None:
     """Run the processor until SIGTERM/SIGINT (the open transaction is committed first).
 
     Run several instances with distinct --instance-id values to share the partitions; restart a
@@ -149,13 +151,16 @@ def secure_run(settings: Settings, instance_id: str | None, batch_size: int, idl
                             counters_interval_s=counters_interval)
     if instance_id:
         opts.instance_id = instance_id
+    if transform_threads:
+        opts.transform_threads = transform_threads
     processor = Processor(cfg, KeyringSource.from_settings(settings), opts)  # refuses a topic without policy
     if dry_run:
         rows = [{"cdc_topic": c, "secure_topic": s} for c, s in topic_mapping(cfg).items()]
         rows.append({"cdc_topic": "(dlq)", "secure_topic": cfg.kafka.dlq_topic})
         print_rows(rows, output)
         click.echo(f"dry run: group={processor.group_id} instance={opts.instance_id} "
-                   f"active_key={processor.keyring.active.id} transform={processor.transform_kind}", err=True)
+                   f"active_key={processor.keyring.active.id} transform={processor.transform_kind} "
+                   f"transform_threads={opts.transform_threads}", err=True)
         return
     created = ensure_topics(cfg, settings.kafka_bootstrap)
     if created:

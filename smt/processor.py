@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -117,6 +118,7 @@ class Processor:
         self.counters = Counters()
         self.assignment: set[tuple[str, int]] = set()
         self._lag_lock = threading.Lock()
+        self._workers: ThreadPoolExecutor | None = None  # one thread per topic while running
 
     # ---- clients ---------------------------------------------------------------------------
 
@@ -169,12 +171,13 @@ class Processor:
         producer.init_transactions(o.kafka_timeout_s)  # fences a former self, aborts its open txn
         topics = sorted(self.transformers)
         consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
-        log.info("processor started instance=%s group=%s transform=%s topics=%s", o.instance_id, self.group_id,
-                 self.transform_kind, ",".join(topics))
+        log.info("processor started instance=%s group=%s transform=%s transform_threads=%d topics=%s", o.instance_id,
+                 self.group_id, self.transform_kind, o.transform_threads, ",".join(topics))
         if self.transform_kind == "python" and o.native:
             log.warning("smt_native is not installed (scripts/setup builds it): the transform runs in pure Python, "
                         "about half as fast")
         last_record = last_counters = last_keyring = time.monotonic()
+        self._workers = ThreadPoolExecutor(max_workers=len(self.transformers), thread_name_prefix="transform")
         try:
             while not stop.is_set():
                 msgs = consumer.consume(o.batch_size, o.poll_timeout_s)
@@ -193,6 +196,7 @@ class Processor:
                 self._process_batch(msgs, consumer, producer)
         finally:
             log.info("processor stopping instance=%s %s", o.instance_id, self.counters.line())
+            self._workers.shutdown()
             consumer.close()
             producer.flush(o.kafka_timeout_s)
         return self.counters
@@ -224,11 +228,16 @@ class Processor:
         if not offsets:
             producer.abort_transaction(self.options.kafka_timeout_s)
             return
-        # Transformed per topic (one policy each), then produced topic by topic: a partition's
-        # records keep their order, and nothing else needs one.
-        for topic, topic_msgs in by_topic.items():
-            outs = self.transform_batch(topic, [m.value() for m in topic_msgs])
-            for msg, out in zip(topic_msgs, outs, strict=True):
+        # Each topic's records are transformed on a worker thread (one policy each; the native
+        # transform runs without the GIL), and each topic is produced, in order, as soon as its
+        # transform is done: this thread produces one topic while the next is still transformed.
+        # A partition's records keep their order; nothing else needs one.
+        assert self._workers is not None  # run() made it
+        jobs = {self._workers.submit(self.transform_batch, topic, [m.value() for m in topic_msgs]): topic
+                for topic, topic_msgs in by_topic.items()}
+        for job in as_completed(jobs):
+            topic = jobs[job]
+            for msg, out in zip(by_topic[topic], job.result(), strict=True):
                 self._handle(msg, topic, out, producer)
         if self._commit(offsets, firsts, consumer, producer):
             self.counters.transactions += 1

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,6 @@ def test_decrypt_field_record_and_dry_run(env: dict[str, str], tmp_path: Path) -
     assert r.exit_code != 0 and "does not authenticate" in str(r.exception)
     r = runner.invoke(freshctl, ["secure", "run", "--dry-run", "-o", "json"], env=env)
     assert r.exit_code == 0 and len(json.loads(r.stdout)) == 5
+    native = "python" if os.environ.get("FRESH_SKIP_NATIVE") == "1" else "native"
+    r = runner.invoke(freshctl, ["secure", "run", "--dry-run", "--transform-threads", "3"], env=env)
+    assert r.exit_code == 0 and f"transform={native} transform_threads=3" in r.stderr
