@@ -3,7 +3,8 @@ for benchmarks/smt_throughput.py. Runs in a separate venv (quixstreams pins an o
 confluent-kafka than this project), so it is not a project dependency:
 
     python3 -m venv /tmp/quixvenv
-    /tmp/quixvenv/bin/pip install quixstreams cryptography phonenumbers orjson pydantic pydantic-settings pyyaml click
+    /tmp/quixvenv/bin/pip install quixstreams cryptography phonenumbers==9.0.42 orjson pydantic pydantic-settings \
+        pyyaml click ./smt/native        # the native fast path too, as the processor has it
     /tmp/quixvenv/bin/python benchmarks/smt_quix_app.py --pipeline P --keyring K --bootstrap B --records N
 
 Prints one JSON line: {"records", "seconds", "bytes", "dlq"}.
