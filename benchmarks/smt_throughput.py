@@ -60,14 +60,12 @@ def pipeline_for(raw: dict[str, Any], suffix: str) -> PipelineConfig:
 
 
 def timed_run(cls: type[Processor], cfg: PipelineConfig, ring: KeyringSource, bootstrap: str, n: int,
-              batch: int, profile: cProfile.Profile | None = None, native: bool = True,
-              cold: bool = True) -> dict[str, float]:
+              batch: int, profile: cProfile.Profile | None = None, native: bool = True) -> dict[str, float]:
     tag = uuid.uuid4().hex[:6]
     ensure_topics(cfg, bootstrap)
     opts = ProcessorOptions(bootstrap=bootstrap, instance_id=f"bench-{tag}", group_id=f"bench-{tag}",
                             batch_size=batch, counters_interval_s=0, native=native)
-    if cold:
-        normalize_phone.cache_clear()
+    normalize_phone.cache_clear()
     proc = cls(cfg, KeyringSource(ring.path), opts)  # a fresh keyring object: empty blind-index cache
     stop = threading.Event()
     watcher = threading.Thread(target=lambda: _stop_when(proc, n, stop), daemon=True)
@@ -114,7 +112,7 @@ def naive(cfg: PipelineConfig, bootstrap: str, n: int) -> dict[str, float]:
                     if holder and isinstance(holder.get(f), str):
                         holder[f] = fernet.encrypt(holder[f].strip().lower().encode()).decode()
             out = json.dumps(doc).encode()
-        producer.produce(msg.topic() + "_naive", out, msg.key())
+        producer.produce(f"{msg.topic()}_naive", out, msg.key())
         producer.flush()
         done += 1
     seconds = time.perf_counter() - start
@@ -161,59 +159,63 @@ def main() -> None:
     print(f"input: {args.records} records, {size / 1e6:.1f} MB, mean {size / args.records:.0f} B/record, "
           f"topics {base.topic_prefix if hasattr(base, 'topic_prefix') else raw['kafka']['topic_prefix']}.*")
 
-    tmp = Path(tempfile.mkdtemp(prefix="pf-bench-"))
-    ring = KeyringSource(tmp / "keyring.json")
-    ring.generate()
-    results: dict[str, dict[str, float] | str] = {}
-    runs: dict[str, list[dict[str, float]]] = {"passthrough": [], "processor": [], "python": []}
-    for i in range(args.repeat):  # alternated, so load from other tenants hits both alike
-        runs["passthrough"].append(timed_run(Passthrough, pipeline_for(raw, f"_pass{i}"), ring, bootstrap,
-                                             args.records, args.batch_size))
-        runs["processor"].append(timed_run(Processor, pipeline_for(raw, f"_secure{i}"), ring, bootstrap,
-                                           args.records, args.batch_size))
-        runs["python"].append(timed_run(Processor, pipeline_for(raw, f"_py{i}"), ring, bootstrap,
-                                        args.records, args.batch_size, native=False))
-    for name, rs in runs.items():
-        print(f"{name:<12} runs msgs/s: " + ", ".join(f"{r['records'] / r['seconds']:.0f}" for r in rs))
-        results[name] = sorted(rs, key=lambda r: r["records"] / r["seconds"])[len(rs) // 2]
-    # The broker slows as a run goes on (all series alike), so each round's own ratio is also shown.
-    paired = sorted(p["seconds"] / q["seconds"] for p, q in zip(runs["passthrough"], runs["processor"], strict=True))
-    print("processor / passthrough per round: " + ", ".join(f"{x:.2f}" for x in paired)
-          + f" (median {paired[len(paired) // 2]:.2f})")
-    # Diagnostic: the processor again right after a processor run, its phone cache still full: the
-    # difference to the cold runs is what phonenumbers costs (pure Python, first sight of a number).
-    warm = timed_run(Processor, pipeline_for(raw, "_warm"), ring, bootstrap, args.records, args.batch_size, cold=False)
-    print(f"processor with the phone cache warm (diagnostic): {warm['records'] / warm['seconds']:.0f} msgs/s")
-    results["naive"] = naive(base, bootstrap, args.naive_records)
-    if args.quix_python:
-        cfg_path = tmp / "pipeline.yaml"
-        cfg_path.write_text(yaml.safe_dump(raw))
-        results["quix"] = quix(args.quix_python, cfg_path, tmp / "keyring.json", bootstrap, args.records)
-    else:
-        results["quix"] = "skipped (no --quix-python)"
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix="pf-bench-"))
+        ring = KeyringSource(tmp / "keyring.json")
+        ring.generate()
+        results: dict[str, dict[str, float] | str] = {}
+        runs: dict[str, list[dict[str, float]]] = {"passthrough": [], "processor": [], "python": []}
+        for i in range(args.repeat):  # alternated, so load from other tenants hits both alike
+            runs["passthrough"].append(timed_run(Passthrough, pipeline_for(raw, f"_pass{i}"), ring, bootstrap,
+                                                 args.records, args.batch_size))
+            runs["processor"].append(timed_run(Processor, pipeline_for(raw, f"_secure{i}"), ring, bootstrap,
+                                               args.records, args.batch_size))
+            runs["python"].append(timed_run(Processor, pipeline_for(raw, f"_py{i}"), ring, bootstrap,
+                                            args.records, args.batch_size, native=False))
+        for name, rs in runs.items():
+            print(f"{name:<12} runs msgs/s: " + ", ".join(f"{r['records'] / r['seconds']:.0f}" for r in rs))
+            results[name] = sorted(rs, key=lambda r: r["records"] / r["seconds"])[len(rs) // 2]
+        # The broker slows as a run goes on (all series alike), so each round's own ratio is also shown.
+        pairs = zip(runs["passthrough"], runs["processor"], strict=True)
+        paired = sorted(p["seconds"] / q["seconds"] for p, q in pairs)
+        print("processor / passthrough per round: " + ", ".join(f"{x:.2f}" for x in paired)
+              + f" (median {paired[len(paired) // 2]:.2f})")
+        results["naive"] = naive(base, bootstrap, args.naive_records)
+        if args.quix_python:
+            cfg_path = tmp / "pipeline.yaml"
+            cfg_path.write_text(yaml.safe_dump(raw))
+            results["quix"] = quix(args.quix_python, cfg_path, tmp / "keyring.json", bootstrap, args.records)
+        else:
+            results["quix"] = "skipped (no --quix-python)"
 
-    print(f"{'run (median)':<12} {'records':>8} {'seconds':>8} {'msgs/s':>9} {'MB/s':>7}")
-    rates: dict[str, float] = {}
-    for name, r in results.items():
-        if isinstance(r, str):
-            print(f"{name:<12} {r}")
-            continue
-        rates[name] = r["records"] / r["seconds"]
-        print(f"{name:<12} {r['records']:>8.0f} {r['seconds']:>8.2f} {rates[name]:>9.0f} "
-              f"{r['bytes'] / r['seconds'] / 1e6:>7.2f}")
-    print(f"processor / passthrough = {rates['processor'] / rates['passthrough']:.2f} (target >= 0.60)")
-    print(f"processor / naive       = {rates['processor'] / rates['naive']:.1f}x (target >= 20x)")
-    print(f"processor / python      = {rates['processor'] / rates['python']:.2f} (the native fast path's gain)")
-    if "quix" in rates:
-        print(f"processor / quix        = {rates['processor'] / rates['quix']:.2f}")
+        print(f"{'run (median)':<12} {'records':>8} {'seconds':>8} {'msgs/s':>9} {'MB/s':>7}")
+        rates: dict[str, float] = {}
+        for name, result in results.items():
+            if isinstance(result, str):
+                print(f"{name:<12} {result}")
+                continue
+            rates[name] = result["records"] / result["seconds"]
+            print(f"{name:<12} {result['records']:>8.0f} {result['seconds']:>8.2f} {rates[name]:>9.0f} "
+                  f"{result['bytes'] / result['seconds'] / 1e6:>7.2f}")
+        print(f"processor / passthrough = {rates['processor'] / rates['passthrough']:.2f} (target >= 0.60)")
+        print(f"processor / naive       = {rates['processor'] / rates['naive']:.1f}x (target >= 20x)")
+        print(f"processor / python      = {rates['processor'] / rates['python']:.2f} (the native fast path's gain)")
+        if "quix" in rates:
+            print(f"processor / quix        = {rates['processor'] / rates['quix']:.2f}")
 
-    profile = cProfile.Profile()
-    timed_run(Processor, pipeline_for(raw, "_prof"), ring, bootstrap, args.records, args.batch_size, profile)
-    out = io.StringIO()
-    pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(15)
-    print("profile of the processor (main thread, sorted by own time):")
-    print("\n".join(line for line in out.getvalue().splitlines() if line.strip())[:6000])
+        profile = cProfile.Profile()
+        timed_run(Processor, pipeline_for(raw, "_prof"), ring, bootstrap, args.records, args.batch_size, profile)
+        out = io.StringIO()
+        pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(15)
+        print("profile of the processor (main thread, sorted by own time):")
+        print("\n".join(line for line in out.getvalue().splitlines() if line.strip())[:6000])
 
+    finally:  # a long-lived local broker should not keep ~100 topics per script run
+        prefix = raw["kafka"]["topic_prefix"]
+        topics = [t for t in admin.list_topics(timeout=30).topics if t.startswith(prefix)]
+        for fut in admin.delete_topics(topics, operation_timeout=30).values():
+            fut.result(60)
+        print(f"deleted {len(topics)} topics {prefix}*")
 
 if __name__ == "__main__":
     main()
