@@ -1,7 +1,8 @@
 """The one Kafka Connect REST client. No other module builds Connect URLs.
 
-HTTP statuses map to typed errors: 404 -> `ConnectNotFoundError`, 409 (a rebalance is in
-progress) is retried within a bound and then reported as `ConnectRebalanceError`, 5xx ->
+HTTP statuses map to typed errors: 404 -> `ConnectNotFoundError`, a rebalance (409, or a 500
+whose message says "a rebalance is expected", which the worker sends right after a connector
+change) is retried within a bound and then reported as `ConnectRebalanceError`, other 5xx ->
 `ConnectServerError`, no answer at all -> `ConnectUnreachableError` naming the URL and the wait.
 """
 
@@ -78,7 +79,7 @@ class ConnectApi:
     # ---- transport ------------------------------------------------------------------------
 
     def request(self, method: str, path: str, body: Any = None, *, ok_404: bool = False) -> Any:
-        """Send one request; retry 409 within `conflict_retries`; map errors to typed exceptions."""
+        """Send one request; retry a rebalance within `conflict_retries`; map errors to typed exceptions."""
         url = f"{self.base_url}{path}"
         attempt = 0
         while True:
@@ -92,7 +93,7 @@ class ConnectApi:
                     f"(waited {waited:.1f}s, timeout {self.timeout_s:.0f}s): {type(exc).__name__}; "
                     "check that the worker runs (freshctl stack status) or set FRESH_CONNECT_URL"
                 ) from None
-            if resp.status_code == 409 and attempt < self.conflict_retries:
+            if _is_rebalance(resp) and attempt < self.conflict_retries:
                 attempt += 1
                 log.info("connect rebalance method=%s path=%s attempt=%d", method, path, attempt)
                 # A rebalance finishes on its own; back off before asking again (bounded by the retry count).
@@ -115,7 +116,7 @@ class ConnectApi:
             if ok_404:
                 return None
             raise ConnectNotFoundError(f"{what}: not found ({message})")
-        if status == 409:
+        if _is_rebalance(resp):
             raise ConnectRebalanceError(
                 f"{what}: conflict after {attempts} retries ({message}); the worker group is rebalancing "
                 "or the connector is being changed by someone else: try again in a moment"
@@ -180,6 +181,12 @@ class ConnectApi:
 
     def offsets(self, name: str) -> dict[str, Any]:
         return dict(self.request("GET", f"/connectors/{_q(name)}/offsets"))
+
+
+def _is_rebalance(resp: requests.Response) -> bool:
+    """409, or the 500 "Request cannot be completed because a rebalance is expected" that a worker
+    answers while its group rebalances after a connector change (seen on Kafka Connect 4.1.1)."""
+    return resp.status_code == 409 or (resp.status_code >= 500 and "rebalance" in _error_message(resp).lower())
 
 
 def _error_message(resp: requests.Response) -> str:

@@ -21,6 +21,7 @@ from connectors.connect_api import (
 
 class _Handler(BaseHTTPRequestHandler):
     conflicts_left = 0
+    rebalance_500s_left = 0
     calls = 0
 
     def log_message(self, *args: object) -> None:
@@ -40,6 +41,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, {"error_code": 404, "message": "Connector missing not found"})
         elif self.path.startswith("/boom"):
             self._send(500, {"error_code": 500, "message": "worker exploded"})
+        elif type(self).rebalance_500s_left > 0:
+            type(self).rebalance_500s_left -= 1
+            self._send(500, {"error_code": 500,
+                             "message": "Request cannot be completed because a rebalance is expected"})
         elif type(self).conflicts_left > 0:
             type(self).conflicts_left -= 1
             self._send(409, {"error_code": 409, "message": "Cannot complete request while rebalancing"})
@@ -52,7 +57,7 @@ def server() -> Iterator[str]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    _Handler.calls = 0
+    _Handler.calls = _Handler.conflicts_left = _Handler.rebalance_500s_left = 0
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
 
@@ -73,6 +78,16 @@ def test_409_is_retried_within_the_bound(server: str) -> None:
     _Handler.conflicts_left = 2
     assert ConnectApi(server, conflict_retries=3, conflict_backoff_s=0.01).list_connectors() == ["a"]
     assert _Handler.calls == 3
+
+
+def test_500_rebalance_expected_is_retried_like_409(server: str) -> None:
+    _Handler.rebalance_500s_left = 2
+    assert ConnectApi(server, conflict_retries=3, conflict_backoff_s=0.01).list_connectors() == ["a"]
+    assert _Handler.calls == 3
+    _Handler.rebalance_500s_left, _Handler.calls = 10, 0
+    with pytest.raises(ConnectRebalanceError, match="after 1 retries"):
+        ConnectApi(server, conflict_retries=1, conflict_backoff_s=0.01).list_connectors()
+    assert _Handler.calls == 2
 
 
 def test_409_past_the_bound_is_reported(server: str) -> None:
