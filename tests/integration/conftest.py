@@ -3,13 +3,17 @@ pytest is run alone, the session fixture starts it (idempotent: a running stack 
 
 from __future__ import annotations
 
+import logging
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
 from clickhouse.backend import ChdbBackend
 from clickhouse.migrate import migrate
@@ -31,6 +35,43 @@ def local_stack(settings: Settings) -> LocalStack:
 @pytest.fixture(scope="session")
 def bootstrap(settings: Settings) -> str:
     return settings.kafka_bootstrap
+
+
+_RUN_TAGS: list[str] = []  # every tag this session put into names (see delete_tagged_topics)
+
+
+@pytest.fixture(scope="session")
+def new_tag() -> Callable[[], str]:
+    """Makes a tag (10 hex digits) for the names of one test's topics, groups, connectors and
+    databases, and remembers it for `delete_tagged_topics`."""
+
+    def make() -> str:
+        tag = uuid.uuid4().hex[:10]
+        _RUN_TAGS.append(tag)
+        return tag
+
+    return make
+
+
+@pytest.fixture
+def unique(new_tag: Callable[[], str]) -> str:
+    """A short id to make names unique per test; its Kafka topics are deleted after the session."""
+    return new_tag()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def delete_tagged_topics(local_stack: LocalStack, bootstrap: str) -> Iterator[None]:
+    """After the session, delete the Kafka topics named with this session's tags, so a long-lived
+    local broker does not collect thousands of test topics (CI starts from nothing anyway). Only
+    this session's tags: another run on the same stack keeps its topics."""
+    yield
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        topics = [t for t in admin.list_topics(timeout=30).topics if any(tag in t for tag in _RUN_TAGS)]
+        for future in admin.delete_topics(topics, operation_timeout=30).values() if topics else ():
+            future.result(60)
+    except KafkaException as exc:  # cleanup only: the tests have passed or failed already
+        logging.getLogger(__name__).warning("could not delete this session's topics: %s", exc)
 
 
 @pytest.fixture(scope="session")

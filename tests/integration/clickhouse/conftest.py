@@ -4,7 +4,6 @@ topics, consumer group and databases per run."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -42,13 +41,14 @@ def unique_pipeline(pipeline: PipelineConfig, unique: str) -> PipelineConfig:
 
 
 @pytest.fixture(scope="package")
-def migrated_config(chdb_backend: ChdbBackend, pipeline: PipelineConfig, settings: Settings) -> PipelineConfig:
+def migrated_config(chdb_backend: ChdbBackend, pipeline: PipelineConfig, settings: Settings,
+                    new_tag: Callable[[], str]) -> PipelineConfig:
     """One migrated pipeline (unique names) shared by the schema tests of this package.
 
     Shared rather than one per test: each migration adds four Kafka tables whose consumers hold
     the engine's message-broker threads, and chdb 26.1 hangs on DROP of a materialized view
     over a streaming Kafka table, so they cannot be dropped after each test.
     """
-    cfg = unique_config(pipeline, uuid.uuid4().hex[:10])
+    cfg = unique_config(pipeline, new_tag())
     migrate(chdb_backend, render_migrations(cfg, settings.kafka_bootstrap), cfg.clickhouse.raw_database)
     return cfg

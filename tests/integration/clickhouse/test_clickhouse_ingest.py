@@ -5,7 +5,6 @@ engine's Kafka tables. The records are produced in the documented `_secure` shap
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,8 +38,8 @@ class Landed:
 
 @pytest.fixture(scope="module")
 def landed(chdb_backend: ChdbBackend, pipeline: PipelineConfig, settings: Settings,
-           make_unique_config: Callable[[PipelineConfig, str], PipelineConfig]) -> Landed:
-    cfg = make_unique_config(pipeline, uuid.uuid4().hex[:10])
+           make_unique_config: Callable[[PipelineConfig, str], PipelineConfig], new_tag: Callable[[], str]) -> Landed:
+    cfg = make_unique_config(pipeline, new_tag())
     migrate(chdb_backend, render_migrations(cfg, settings.kafka_bootstrap), cfg.clickhouse.raw_database)
     topic = {name: e.secure_topic for name, e in cfg.entities.items()}
     p = sr.SecureProducer(settings.kafka_bootstrap)
