@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import pytest
 
 from fresh.pipeline import PipelineConfig, load_pipeline_config
 from fresh.settings import Settings, load_settings
+from smt.keyring import KeyringSource
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +26,11 @@ def pipeline(settings: Settings) -> PipelineConfig:
 def unique() -> str:
     """A short id to make topic, group, connector and database names unique per test run."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def keyring_source(tmp_path: Path) -> KeyringSource:
+    """A new keyring (one active key, an index key) in this test's tmp folder."""
+    source = KeyringSource(tmp_path / "keys" / "keyring.json")
+    source.generate()
+    return source

@@ -1,5 +1,5 @@
 """Fixtures for the PII processor against the real broker: a pipeline config with unique topic
-names, a tmp keyring, and Kafka helpers that produce CDC records and read topics to their end
+names, and Kafka helpers that produce CDC records and read topics to their end
 (read_committed). CDC input is produced by smt.cdc_records in the connector's exact shape (pinned
 against Debezium itself by tests/integration/connectors/test_debezium_capture.py), so these tests
 control every record: bad ones, volumes, timing."""
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,13 +22,6 @@ from smt.processor import Counters, Processor, ProcessorOptions, ensure_topics
 @pytest.fixture
 def kafka(bootstrap: str) -> Kafka:
     return Kafka(bootstrap)
-
-
-@pytest.fixture
-def keyring(tmp_path: Path) -> KeyringSource:
-    source = KeyringSource(tmp_path / "keyring" / "keyring.json")
-    source.generate()
-    return source
 
 
 @pytest.fixture
@@ -72,10 +64,10 @@ class Running:
 def start_processor(bootstrap: str, unique: str) -> Iterator[Any]:
     running: list[Running] = []
 
-    def start(cfg: PipelineConfig, keyring: KeyringSource, instance: str = "a", **opts: Any) -> Running:
+    def start(cfg: PipelineConfig, keyring_source: KeyringSource, instance: str = "a", **opts: Any) -> Running:
         options = ProcessorOptions(bootstrap=bootstrap, instance_id=f"{unique}-{instance}", batch_size=2000,
                                    counters_interval_s=2.0, **opts)
-        r = Running(Processor(cfg, keyring, options))
+        r = Running(Processor(cfg, keyring_source, options))
         running.append(r)
         return r
 

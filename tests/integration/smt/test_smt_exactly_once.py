@@ -34,13 +34,13 @@ def _bad_records(cfg: PipelineConfig) -> list[CdcRecord]:
 
 
 def test_ten_thousand_mixed_records_exactly_once_and_no_plaintext(
-    kafka: Kafka, secure_pipeline: PipelineConfig, keyring: KeyringSource, start_processor
+    kafka: Kafka, secure_pipeline: PipelineConfig, keyring_source: KeyringSource, start_processor
 ) -> None:
     cfg = secure_pipeline
     bad = _bad_records(cfg)
     records = list(mixed_records(cfg, N - len(bad), seed=7)) + bad
     assert kafka.produce(records) == N
-    proc = start_processor(cfg, keyring)
+    proc = start_processor(cfg, keyring_source)
 
     def done() -> bool:
         return proc.processor.counters.consumed >= N
@@ -81,7 +81,7 @@ def test_ten_thousand_mixed_records_exactly_once_and_no_plaintext(
     assert any(o.value and b'"__deleted":true' in o.value for o in secure)
     assert {o.key for o in secure} <= {r.key for r in records}
 
-    ring = keyring.current()
+    ring = keyring_source.current()
     customers, purchases = cfg.entity("customers"), cfg.entity("purchases")
     det: dict[str, set[str]] = defaultdict(set)
     bidx_by_customer: dict[str, set[str]] = defaultdict(set)
@@ -127,12 +127,12 @@ def test_ten_thousand_mixed_records_exactly_once_and_no_plaintext(
     assert bidx_by_customer and all(len(v) == 1 for v in bidx_by_customer.values())
 
 
-def test_outputs_keep_partition_by_key(kafka: Kafka, secure_pipeline: PipelineConfig, keyring: KeyringSource,
+def test_outputs_keep_partition_by_key(kafka: Kafka, secure_pipeline: PipelineConfig, keyring_source: KeyringSource,
                                        start_processor) -> None:
     cfg = secure_pipeline
     records = list(mixed_records(cfg, 600, seed=3))
     kafka.produce(records)
-    proc = start_processor(cfg, keyring)
+    proc = start_processor(cfg, keyring_source)
     wait_until(lambda: proc.processor.counters.consumed >= 600, timeout_s=60, what="600 records consumed")
     proc.stop_and_join()
     inputs = kafka.read_to_end(cfg.cdc_topics)

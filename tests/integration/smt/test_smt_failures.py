@@ -41,14 +41,14 @@ def committed(kafka: Kafka, cfg: PipelineConfig) -> int:
 
 
 def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
-    kafka: Kafka, secure_pipeline: PipelineConfig, keyring: KeyringSource, tmp_path: Path, unique: str
+    kafka: Kafka, secure_pipeline: PipelineConfig, keyring_source: KeyringSource, tmp_path: Path, unique: str
 ) -> None:
     cfg = secure_pipeline
     records = list(mixed_records(cfg, 20_000, seed=11))
     first, rest = records[:4000], records[4000:]
     kafka.produce(first)
     env = {**os.environ, "FRESH_PIPELINE_CONFIG": str(write_pipeline(cfg, tmp_path / "pipeline.yaml")),
-           "FRESH_KEYRING_PATH": str(keyring.path), "FRESH_KAFKA_BOOTSTRAP": kafka.bootstrap}
+           "FRESH_KEYRING_PATH": str(keyring_source.path), "FRESH_KAFKA_BOOTSTRAP": kafka.bootstrap}
     env.pop("FRESH_KEYRING_JSON", None)
     cmd = [FRESHCTL, "--log-level", "INFO", "secure", "run", "--instance-id", f"{unique}-x", "--batch-size", "300",
            "--counters-interval", "1"]
@@ -87,24 +87,24 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
 
 
 def test_key_rotation_mid_stream_old_and_new_ciphertexts_decrypt(
-    kafka: Kafka, secure_pipeline: PipelineConfig, keyring: KeyringSource, start_processor
+    kafka: Kafka, secure_pipeline: PipelineConfig, keyring_source: KeyringSource, start_processor
 ) -> None:
     cfg = secure_pipeline
     docs = Documents(seed=5)
     topic = cfg.entity("customers").cdc_topic
     before = [CdcRecord(topic, cdc_key(f"C{i:06d}"), cdc_value(docs.customer(i), "c", i)) for i in range(1, 501)]
     after = [CdcRecord(topic, cdc_key(f"C{i:06d}"), cdc_value(docs.customer(i), "u", i)) for i in range(501, 1001)]
-    old_key = keyring.current().active.id
-    proc = start_processor(cfg, keyring, keyring_check_s=0.0)
+    old_key = keyring_source.current().active.id
+    proc = start_processor(cfg, keyring_source, keyring_check_s=0.0)
     kafka.produce(before)
     wait_until(lambda: proc.processor.counters.consumed >= 500, timeout_s=60, what="500 records before rotation")
-    keyring.rotate()  # the running processor is not restarted
-    new_key = KeyringSource(keyring.path).current().active.id
+    keyring_source.rotate()  # the running processor is not restarted
+    new_key = KeyringSource(keyring_source.path).current().active.id
     assert new_key != old_key
     kafka.produce(after)
     wait_until(lambda: proc.processor.counters.consumed >= 1000, timeout_s=60, what="500 records after rotation")
     proc.stop_and_join()
-    ring = KeyringSource(keyring.path).current()
+    ring = KeyringSource(keyring_source.path).current()
     seen = Counter()
     for o in kafka.read_to_end([cfg.entity("customers").secure_topic]):
         out = json.loads(o.value)
@@ -117,7 +117,7 @@ def test_key_rotation_mid_stream_old_and_new_ciphertexts_decrypt(
 
 
 def test_bad_records_all_reach_the_dlq_with_reasons_and_the_stream_goes_on(
-    kafka: Kafka, settings, unique: str, keyring: KeyringSource, start_processor
+    kafka: Kafka, settings, unique: str, keyring_source: KeyringSource, start_processor
 ) -> None:
     from smt_kafka_io import make_pipeline
 
@@ -153,7 +153,7 @@ def test_bad_records_all_reach_the_dlq_with_reasons_and_the_stream_goes_on(
     good_before = list(mixed_records(cfg, 300, seed=1))
     gift = {**purch, "_id": "T99", "purchase_id": "T99", "items": [{**purch["items"][0], "gift_email": " G@X.io "}]}
     good_after = [*mixed_records(cfg, 300, seed=2), CdcRecord(pt, cdc_key("T99"), cdc_value(gift, "c", 7))]
-    proc = start_processor(cfg, keyring)
+    proc = start_processor(cfg, keyring_source)
     kafka.produce(good_before)
     kafka.produce([], extra=[(topic, key, value) for key, (topic, value) in bad.items()])
     kafka.produce(good_after)
@@ -163,7 +163,7 @@ def test_bad_records_all_reach_the_dlq_with_reasons_and_the_stream_goes_on(
 
     dlq = kafka.read_to_end([cfg.kafka.dlq_topic])
     assert {o.key: o.headers["dlq.reason"] for o in dlq} == expected
-    ring = keyring.current()
+    ring = keyring_source.current()
     for o in dlq:
         topic, value = bad[o.key]
         assert o.headers["dlq.source.topic"] == topic.encode() and int(o.headers["dlq.source.offset"]) >= 0
@@ -177,11 +177,11 @@ def test_bad_records_all_reach_the_dlq_with_reasons_and_the_stream_goes_on(
 
 
 def test_two_instances_share_partitions_exactly_once(
-    kafka: Kafka, secure_pipeline: PipelineConfig, keyring: KeyringSource, start_processor
+    kafka: Kafka, secure_pipeline: PipelineConfig, keyring_source: KeyringSource, start_processor
 ) -> None:
     cfg = secure_pipeline
-    a = start_processor(cfg, keyring, instance="a")
-    b = start_processor(cfg, keyring, instance="b")
+    a = start_processor(cfg, keyring_source, instance="a")
+    b = start_processor(cfg, keyring_source, instance="b")
     partitions = len(cfg.cdc_topics) * 3
 
     def shared() -> bool:
