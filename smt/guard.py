@@ -1,34 +1,164 @@
-"""The last check before a record leaves: no protected field may still hold plaintext, and no
-string anywhere in the record may look like an email address. A refusal sends the record to the
-DLQ (reason `plaintext_pii`), never to the `_secure` topic."""
+"""The last check before a record leaves the processor: one decision, made here, for both the
+Python and the native path (smt/native only ever emits a record this module would pass, and hands
+anything it cannot prove clean back to Python; tests/unit/smt/test_smt_guard.py holds both to it).
+
+1. Protected fields: every encrypted leaf holds an envelope, every `_bidx` a blind index, dropped
+   fields are gone (`check_envelope`, `check_index`).
+2. Everything else: no string and no object key anywhere in the record may look like a plaintext
+   email address or phone number (`scan_record`). Strings are read decoded (JSON escapes are gone
+   once the record is parsed), NFKC-normalized (full-width `＠`, `１２３` become `@`, `123`), with
+   invisible format characters removed. Emails: a Unicode-aware pattern (any script in the local
+   part and the domain). Phones: `phonenumbers`' matcher over free text (leniency POSSIBLE, numbers
+   read in the pipeline's default region unless written with `+`), a match counting only when its
+   length is possible for a full number (not a local-only one), so prices and ids do not trip it.
+   Only strings that could hold one are examined (`is_candidate`: an `@`, or enough digits).
+
+A finding names where it is by depth and kind only (`an object key at depth 2`): nothing taken
+from the record, key or value, ever reaches a header, log line or error.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
+
+import phonenumbers
+from phonenumbers import Leniency, PhoneMetadata, PhoneNumberMatcher, ValidationResult
 
 from smt.envelope import is_envelope
 
-EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
-PHONE = re.compile(r"^\s*\+?[\d\s().\-/]{7,}((x|ext\.?|;ext=)\s*\d+)?\s*$", re.IGNORECASE)
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
+HEX64 = re.compile(r"^[0-9a-f]{64}$")  # a blind index: lowercase hex HMAC-SHA256
+# Local part: letters and digits of any script plus RFC 5322 atext punctuation; domain: labels of
+# letters, digits and hyphens of any script, at least two, the last starting with a letter.
+EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@(?:[\w-]+\.)+[^\W\d_][\w-]*")
+_DIGIT = re.compile(r"\d")  # Unicode decimal digits (category Nd), after NFKC
+_PLUS = ("+", "\uff0b")  # phonenumbers' plus signs (NFKC folds the other lookalikes to "+")
+MAX_DEPTH = 128  # nesting of objects and arrays; deeper records go to the DLQ (not_json)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Where the guard found something, by kind and position only (never the content)."""
+
+    what: str  # "email" or "phone"
+    where: str  # "a value" or "an object key"
+    depth: int
+
+    def __str__(self) -> str:
+        return f"{self.where} at depth {self.depth} looks like a plaintext {self.what}"
+
+
+@lru_cache(maxsize=64)
+def phone_thresholds(region: str) -> tuple[int, int]:
+    """(digits, digits with a plus sign): the fewest digits a string must hold before a full phone
+    number fits in it, read in `region` (its national lengths, or an international prefix such as
+    810 or 00 before the shortest number of any country) or written with `+` (the shortest number
+    of any country with its country code). Derived from phonenumbers' metadata."""
+    def lengths(md: Any) -> list[int]:
+        return [n for n in md.general_desc.possible_length if n > 0]
+
+    shortest_international = min(
+        len(str(md.country_code)) + min(lengths(md))
+        for md in (PhoneMetadata.metadata_for_region(r) for r in phonenumbers.SUPPORTED_REGIONS)
+        if md is not None and md.general_desc is not None
+    )
+    md = PhoneMetadata.metadata_for_region(region)
+    if md is None or md.general_desc is None:
+        return shortest_international, shortest_international
+    national = min(lengths(md))
+    prefixes = re.findall(r"\d+", md.international_prefix or "")
+    idd = min((len(p) for p in prefixes), default=0)
+    if md.international_prefix and not prefixes:  # a pattern such as 0(?:0|11): at least 2 digits
+        idd = 2
+    return min(national, idd + shortest_international if idd else national), shortest_international
+
+
+def fold(value: str) -> str:
+    """The text the detectors read: NFKC, without invisible format characters (category Cf)."""
+    if value.isascii():
+        return value
+    text = unicodedata.normalize("NFKC", value)
+    return "".join(c for c in text if unicodedata.category(c) != "Cf")
+
+
+def is_candidate(text: str, thresholds: tuple[int, int]) -> bool:
+    """Could `text` (folded) hold an email or a full phone number? The cheap test before the real
+    detectors; the native path's hand-back test (smt/native `suspicious`) is a superset of it."""
+    if "@" in text:
+        return True
+    digits = len(_DIGIT.findall(text))
+    return digits >= thresholds[0] or (digits >= thresholds[1] and any(p in text for p in _PLUS))
 
 
 def looks_like_email(value: str) -> bool:
-    return EMAIL.search(value) is not None
+    return EMAIL.search(fold(value)) is not None
 
 
-def looks_like_phone(value: str) -> bool:
-    return PHONE.match(value) is not None and sum(c.isdigit() for c in value) >= 7
+def looks_like_phone(value: str, region: str = "RU") -> bool:
+    """A full (not local-only) possible phone number anywhere in the text."""
+    text = fold(value)
+    for match in PhoneNumberMatcher(text, region, leniency=Leniency.POSSIBLE):
+        if phonenumbers.is_possible_number_with_reason(match.number) == ValidationResult.IS_POSSIBLE:
+            return True
+    return False
 
 
-def describe_plaintext(value: Any) -> str:
+def detect(value: str, region: str, thresholds: tuple[int, int]) -> str | None:
+    """"email", "phone" or None for one string."""
+    text = fold(value)
+    if not is_candidate(text, thresholds):
+        return None
+    if "@" in text and EMAIL.search(text):
+        return "email"
+    if looks_like_phone(text, region):
+        return "phone"
+    return None
+
+
+def scan_record(record: Any, region: str, skip: dict[int, frozenset[str]] | None = None) -> Finding | None:
+    """The first email or phone number among the record's strings and object keys, if any.
+
+    `skip` maps id(object) to the names of its members the transform itself wrote (envelopes and
+    blind indexes, checked by shape instead). Iterative, so any nesting is safe; deeper than
+    MAX_DEPTH raises `DepthError`."""
+    thresholds = phone_thresholds(region)
+    stack: list[tuple[Any, int]] = [(record, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise DepthError(f"nesting deeper than {MAX_DEPTH}")
+        if node.__class__ is str:
+            what = detect(node, region, thresholds)
+            if what:
+                return Finding(what, "a value", depth)
+        elif node.__class__ is dict:
+            written = skip.get(id(node)) if skip else None
+            for key, value in node.items():
+                what = detect(key, region, thresholds)
+                if what:
+                    return Finding(what, "an object key", depth + 1)
+                if written is not None and key in written:
+                    continue
+                if value.__class__ in (dict, list, str):
+                    stack.append((value, depth + 1))
+        elif node.__class__ is list:
+            stack.extend((v, depth + 1) for v in node if v.__class__ in (dict, list, str))
+    return None
+
+
+class DepthError(ValueError):
+    """A record nests deeper than MAX_DEPTH."""
+
+
+def describe_plaintext(value: Any, region: str = "RU") -> str:
     """Why a value is unacceptable where ciphertext belongs (never includes the value)."""
     if isinstance(value, str):
         if looks_like_email(value):
             return "looks like a plaintext email"
-        if looks_like_phone(value):
+        if looks_like_phone(value, region):
             return "looks like a plaintext phone number"
         return "is not an envelope"
     return f"is a {type(value).__name__}, not an envelope"
@@ -40,29 +170,11 @@ def check_envelope(value: Any, nullable: bool) -> str | None:
     return None if is_envelope(value) else describe_plaintext(value)
 
 
+def is_blind_index(value: Any) -> bool:
+    return isinstance(value, str) and HEX64.fullmatch(value) is not None
+
+
 def check_index(value: Any, nullable: bool) -> str | None:
     if value is None and nullable:
         return None
-    return None if isinstance(value, str) and HEX64.match(value) else describe_plaintext(value)
-
-
-def strings(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
-    if isinstance(node, str):
-        yield path, node
-    elif isinstance(node, dict):
-        for k, v in node.items():
-            yield from strings(v, f"{path}.{k}" if path else str(k))
-    elif isinstance(node, list):
-        for v in node:
-            yield from strings(v, f"{path}[]")
-
-
-def find_email(record: dict[str, Any], encoded: bytes) -> str | None:
-    """The path of a string that looks like an email address, if any. `encoded` is the record's
-    JSON: without an '@' in it there is nothing to look for (the fast path for nearly every record)."""
-    if b"@" not in encoded:
-        return None
-    for path, value in strings(record):
-        if looks_like_email(value):
-            return path
-    return None
+    return None if is_blind_index(value) else describe_plaintext(value)

@@ -4,19 +4,21 @@ goes into the DLQ headers (never the value itself)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from fresh.errors import ConfigError, FreshError
 from fresh.pipeline import Entity, PiiField
 from smt.envelope import ENVELOPE, SCHEME, associated_data
-from smt.guard import HEX64, check_envelope, check_index, find_email
+from smt.guard import HEX64, DepthError, check_envelope, check_index, phone_thresholds, scan_record
 from smt.keyring import Keyring
-from smt.normalize import NormalizeError, normalize, normalize_phone
+from smt.normalize import NormalizeError, normalize, normalize_email, normalize_phone
 
 smt_native: ModuleType | None
 try:  # the Rust fast path (smt/native), built by scripts/setup
@@ -32,6 +34,9 @@ WRONG_TYPE = "wrong_type"
 NULL_PII = "null_pii"
 NOT_NORMALIZABLE = "not_normalizable"
 PLAINTEXT_PII = "plaintext_pii"
+DUPLICATE_KEY = "duplicate_key"
+# A JSON string literal, optionally followed by ':' (then it is an object key), or a run of other bytes.
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"(\s*:)?|[^"]+', re.DOTALL)
 _ENVELOPE_MATCH = ENVELOPE.match
 _HEX64_MATCH = HEX64.match
 
@@ -60,6 +65,11 @@ class Rule:
     index: bool  # writes <leaf>_bidx
     remove: bool  # the leaf is absent from the output (drop, blind_index)
     normalize: str
+
+    @cached_property
+    def written(self) -> frozenset[str]:
+        """The members this rule writes into a node: an envelope, a blind index."""
+        return frozenset(([self.leaf] if self.encrypt else []) + ([self.leaf + "_bidx"] if self.index else []))
 
 
 def _json_type(value: Any) -> str:
@@ -140,6 +150,26 @@ def _leaves(node: dict[str, Any], rule: Rule, i: int = 0, strict: bool = False) 
 Op = Callable[[dict[str, Any]], None]
 
 
+def _mark(written: dict[int, frozenset[str]], node: dict[str, Any], rule: Rule) -> None:
+    """Remember which members of `node` the rule wrote (checked by shape, not scanned as text)."""
+    if rule.written:
+        seen = written.get(id(node))
+        written[id(node)] = rule.written if seen is None else seen | rule.written
+
+
+def _count_keys(record: dict[str, Any]) -> int:
+    """Object keys in a parsed record; fewer than the input's key tokens means a duplicate key."""
+    count, stack = 0, [cast(Any, record)]
+    while stack:
+        node = stack.pop()
+        if node.__class__ is dict:
+            count += len(node)
+            stack.extend(v for v in node.values() if v.__class__ in (dict, list))
+        else:
+            stack.extend(v for v in node if v.__class__ in (dict, list))
+    return count
+
+
 class Transformer:
     """The policy of one entity, compiled once. Each rule becomes one closure per active key (its
     cipher, associated data, normalizer and guard bound in advance); a value that is not a string
@@ -177,7 +207,7 @@ class Transformer:
                   f"{SCHEME}.{key.id}.{r.encrypt}." if r.encrypt else "") for r in self.rules]
         assert smt_native is not None  # self.native says so
         return smt_native.RecordSealer(rules, key.subkeys[0], key.subkeys[1], keyring.blind_index.key,
-                                       normalize_phone, self.default_region)
+                                       normalize_phone, self.default_region, phone_thresholds(self.default_region))
 
     def transform_many(self, values: list[bytes | None], keyring: Keyring,
                        threads: int = 1) -> list[bytes | RecordError | None]:
@@ -219,36 +249,51 @@ class Transformer:
         try:
             record = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
-            # orjson's message names the position only, never the content
-            raise RecordError(NOT_JSON, f"value is not UTF-8 JSON ({str(exc)[:100]})") from None
+            # the position only: orjson's message could one day quote the input
+            raise RecordError(NOT_JSON, f"value is not UTF-8 JSON, or nests deeper than orjson reads "
+                                        f"(error at character {exc.pos})") from None
         if record.__class__ is not dict:
             raise RecordError(NOT_OBJECT, f"value is a JSON {_json_type(record)}, expected an object")
+        keys = _count_keys(record)
+        if keys != sum(1 for key in _TOKENS.findall(value) if key):
+            raise RecordError(DUPLICATE_KEY, "an object holds the same key twice (ambiguous: which value is meant?)")
         if not self.rules:
-            self._guard_emails(record, value)
+            self._scan(record, None)
             return value
         plan = self._plan if keyring is self._plan_keyring else self.plan(keyring)
+        written: dict[int, frozenset[str]] = {}
         for rule, op in plan:
             # Rules never nest (validated at load), so each node is final once its rule ran: the
-            # op guards it right away instead of walking the record a second time.
+            # op guards it right away, and the scan below skips what the op wrote.
             parents = rule.parents
             if parents == ():  # top-level field: the common case, no walk
                 if rule.leaf in record:
                     op(record)
+                    _mark(written, record, rule)
             elif parents is not None:
                 node = _parent(record, rule, parents)
                 if node is not None and rule.leaf in node:
                     op(node)
+                    _mark(written, node, rule)
             else:
                 for node in _leaves(record, rule, strict=True):
                     if rule.leaf in node:
                         op(node)
+                        _mark(written, node, rule)
+        self._scan(record, written)
         try:
-            out = orjson.dumps(record)
-        except orjson.JSONEncodeError as exc:
-            raise RecordError(NOT_JSON, f"value cannot be re-encoded ({str(exc)[:100]})") from None
-        if b"@" in out:  # nothing to look for otherwise (nearly every record)
-            self._guard_emails(record, out)
-        return out
+            return orjson.dumps(record)
+        except orjson.JSONEncodeError:
+            raise RecordError(NOT_JSON, "value cannot be re-encoded (nesting deeper than 255)") from None
+
+    def _scan(self, record: dict[str, Any], written: dict[int, frozenset[str]] | None) -> None:
+        """The guard's second half (smt/guard.py): no email or phone number anywhere else."""
+        try:
+            finding = scan_record(record, self.default_region, written)
+        except DepthError as exc:
+            raise RecordError(NOT_JSON, str(exc)) from None
+        if finding is not None:
+            raise RecordError(PLAINTEXT_PII, f"{finding} outside the policy's protected fields")
 
     def _compile(self, rule: Rule, keyring: Keyring) -> Op:
         """One rule as a closure: `_apply` then `_guard` for a node that holds the leaf, with the
@@ -272,15 +317,13 @@ class Transformer:
             if value.__class__ is not str:
                 general(node)
                 return
-            if kind == "email":
-                plain = value.strip().lower()
-            elif kind == "phone":
+            if kind == "none":
+                plain = value
+            else:
                 try:
-                    plain = normalize_phone(value, region)
+                    plain = normalize_email(value) if kind == "email" else normalize_phone(value, region)
                 except NormalizeError as exc:
                     raise RecordError(NOT_NORMALIZABLE, f"{path}: {exc}") from None
-            else:
-                plain = value
             if indexer is not None:
                 digest = node[index_name] = cached_index(plain) or indexer(plain)  # type: ignore[misc]
             if seal is not None:
@@ -314,15 +357,10 @@ class Transformer:
             return
         if value.__class__ is not str:
             raise RecordError(WRONG_TYPE, f"{rule.path}: expected a string, got {_json_type(value)}")
-        if rule.normalize == "email":
-            plain = value.strip().lower()
-        elif rule.normalize == "phone":
-            try:
-                plain = normalize(rule.normalize, value, self.default_region)
-            except NormalizeError as exc:
-                raise RecordError(NOT_NORMALIZABLE, f"{rule.path}: {exc}") from None
-        else:
-            plain = value
+        try:
+            plain = normalize(rule.normalize, value, self.default_region)
+        except NormalizeError as exc:
+            raise RecordError(NOT_NORMALIZABLE, f"{rule.path}: {exc}") from None
         if rule.index:
             node[name + "_bidx"] = keyring.blind_index(plain)
         if rule.encrypt == "g":
@@ -355,11 +393,6 @@ class Transformer:
                 problem, where = check_index(node[index], rule.field.nullable), where + "_bidx"
         if problem:
             raise RecordError(PLAINTEXT_PII, f"{where}: protected field {problem}")
-
-    def _guard_emails(self, record: dict[str, Any], encoded: bytes) -> None:
-        path = find_email(record, encoded)
-        if path is not None:
-            raise RecordError(PLAINTEXT_PII, f"{path}: looks like a plaintext email outside the policy")
 
 
 def decrypt_record(record: dict[str, Any], entity: Entity, keyring: Keyring) -> dict[str, Any]:

@@ -25,7 +25,7 @@ use hmac::{Hmac, Mac};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use rlibphonenumber::{PhoneNumber, PhoneNumberFormat, Region};
+use rlibphonenumber::{NumberLengthType, PhoneNumber, PhoneNumberFormat, Region};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use sha2::Sha256;
@@ -73,6 +73,8 @@ struct RecordSealer {
     /// E.164 of plain phone input seen before: contacts repeat across purchases
     phone_cache: Mutex<HashMap<String, String>>,
     random_fields: usize,
+    /// smt.guard.phone_thresholds(region): digits that make a string worth a look
+    thresholds: (usize, usize),
 }
 
 const MIN_RECORDS_PER_THREAD: usize = 256; // below this a thread costs more than it saves
@@ -83,7 +85,10 @@ fn is_py_ascii_space(b: u8) -> bool {
     matches!(b, 0x09..=0x0d | 0x1c..=0x20)
 }
 
-/// `value.strip().lower()` for an ASCII string; None (take the Python path) for any other.
+/// `smt.normalize.normalize_email` for the simple case: ASCII, one `@`, a local part of RFC 5322
+/// atext and dots, a domain of LDH labels (1-63 characters, no hyphen at either end or in the 3rd
+/// and 4th place, 253 characters at most), where NFKC, case folding and IDNA only lowercase.
+/// None (take the Python path) for anything else.
 fn normalize_email(value: &str) -> Option<String> {
     if !value.is_ascii() {
         return None;
@@ -97,7 +102,133 @@ fn normalize_email(value: &str) -> Option<String> {
         .iter()
         .rposition(|b| !is_py_ascii_space(*b))
         .map_or(start, |i| i + 1);
-    Some(value[start..end].to_ascii_lowercase())
+    let text = value[start..end].to_ascii_lowercase();
+    let (local, domain) = text.split_once('@')?;
+    let atext = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~.-".contains(&b);
+    if local.is_empty() || !local.bytes().all(atext) {
+        return None;
+    }
+    if domain.is_empty() || domain.len() > 253 {
+        return None;
+    }
+    for label in domain.split('.') {
+        let b = label.as_bytes();
+        if b.is_empty()
+            || b.len() > 63
+            || b[0] == b'-'
+            || b[b.len() - 1] == b'-'
+            || (b.len() >= 4 && &b[2..4] == b"--")
+            || !b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+        {
+            return None;
+        }
+    }
+    Some(text)
+}
+
+/// A character whose NFKC form holds a digit, `@` or `+` (full-width `＠１２`, circled digits, CJK
+/// date and unit symbols), or any non-ASCII numeric character: the guard must read such text
+/// folded, so the record goes to the Python path. tests/unit/smt/test_smt_guard.py checks this set
+/// against Python's unicodedata over every code point.
+fn lookalike(c: char) -> bool {
+    !c.is_ascii()
+        && (c.is_numeric()
+            || matches!(
+                c as u32,
+                0x207A | 0x208A | 0x3200..=0x33FF | 0xFB29 | 0xFE62 | 0xFE6B | 0xFF0B | 0xFF20
+            ))
+}
+
+/// Could this text (a string or an object key) hold an email address or a full phone number, as
+/// `smt.guard.is_candidate` sees it? A superset of that test: true whenever Python's guard would
+/// have to look, so the native path hands the record back and emits only what Python would pass.
+fn suspicious(text: &str, thresholds: (usize, usize)) -> bool {
+    let mut digits = 0;
+    let mut plus = false;
+    for c in text.chars() {
+        match c {
+            '@' => return true,
+            '0'..='9' => digits += 1,
+            '+' => plus = true,
+            _ if lookalike(c) => return true,
+            _ => {}
+        }
+    }
+    digits >= thresholds.0 || (plus && digits >= thresholds.1)
+}
+
+/// Deeper than this the native path hands back (Python refuses beyond `smt.guard.MAX_DEPTH`, 128).
+const MAX_NATIVE_DEPTH: usize = 100;
+
+/// Reads one untouched JSON value the way the guard must see it: every string and object key
+/// decoded, an object holding one key twice refused (ambiguous), nesting bounded. Err means "take
+/// the Python path", which then decides (DLQ reason or emit).
+struct Scan {
+    depth: usize,
+    thresholds: (usize, usize),
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Scan {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Scan {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        if suspicious(v, self.thresholds) {
+            return Err(E::custom("guard"));
+        }
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.depth > MAX_NATIVE_DEPTH {
+            return Err(serde::de::Error::custom("depth"));
+        }
+        let child = || Scan {
+            depth: self.depth + 1,
+            thresholds: self.thresholds,
+        };
+        while seq.next_element_seed(child())?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        if self.depth > MAX_NATIVE_DEPTH {
+            return Err(serde::de::Error::custom("depth"));
+        }
+        let mut keys: Vec<std::borrow::Cow<'de, str>> = Vec::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if suspicious(&key, self.thresholds) || keys.contains(&key) {
+                return Err(serde::de::Error::custom("guard"));
+            }
+            keys.push(key);
+            map.next_value_seed(Scan {
+                depth: self.depth + 1,
+                thresholds: self.thresholds,
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// Plain phone input: an optional leading '+', then only digits, spaces, parentheses, dots and
@@ -130,12 +261,17 @@ fn plain_phone_e164(value: &str, region: Region) -> Option<String> {
     if parsed.extension.as_deref().is_some_and(|x| !x.is_empty()) {
         return None;
     }
+    if !matches!(
+        parsed.is_possible_with_reason(),
+        Ok(NumberLengthType::IsPossible)
+    ) {
+        return None; // Python refuses it (not_normalizable)
+    }
     Some(parsed.format_as(PhoneNumberFormat::E164).into_owned())
 }
 
-/// A JSON object as borrowed slices of the input: keys in their order (a repeated key keeps its
-/// first place and its last value, as in a Python dict), values untouched until a rule rewrites
-/// them. Untouched values are copied to the output byte for byte.
+/// A JSON object as borrowed slices of the input: keys in their order (a repeated key is refused),
+/// values untouched until a rule rewrites them. Untouched values are copied to the output byte for byte.
 struct Obj<'a> {
     entries: Vec<(&'a str, Slot<'a>)>,
 }
@@ -157,12 +293,13 @@ impl<'de> Deserialize<'de> for Obj<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Obj<'de>, A::Error> {
                 let mut entries: Vec<(&'de str, Slot<'de>)> = Vec::with_capacity(16);
-                // &str: a key with escapes fails here, and the Python path takes the record
+                // &str: a key with escapes fails here, and the Python path takes the record; so
+                // does a key written twice (ambiguous JSON: Python sends it to the DLQ)
                 while let Some((key, value)) = map.next_entry::<&'de str, &'de RawValue>()? {
-                    match entries.iter_mut().find(|(k, _)| *k == key) {
-                        Some(entry) => entry.1 = Slot::Raw(value),
-                        None => entries.push((key, Slot::Raw(value))),
+                    if entries.iter().any(|(k, _)| *k == key) {
+                        return Err(serde::de::Error::custom("duplicate key"));
                     }
+                    entries.push((key, Slot::Raw(value)));
                 }
                 Ok(Obj { entries })
             }
@@ -190,6 +327,29 @@ impl<'a> Obj<'a> {
     /// Removes `key`, keeping the order of the others (a Python `del`).
     fn remove(&mut self, key: &str) {
         self.entries.retain(|(k, _)| *k != key);
+    }
+
+    /// The guard over what this record will emit: every key, and every value the sealer did not
+    /// write (envelopes and blind indexes are checked by construction). False: hand back.
+    fn clean(&self, depth: usize, thresholds: (usize, usize)) -> bool {
+        self.entries.iter().all(|(key, value)| {
+            !suspicious(key, thresholds)
+                && match value {
+                    Slot::Token(_) => true,
+                    Slot::Obj(obj) => obj.clean(depth + 1, thresholds),
+                    Slot::Raw(raw) => {
+                        let mut de = serde_json::Deserializer::from_str(raw.get());
+                        serde::de::DeserializeSeed::deserialize(
+                            Scan {
+                                depth: depth + 1,
+                                thresholds,
+                            },
+                            &mut de,
+                        )
+                        .is_ok()
+                    }
+                }
+        })
     }
 
     fn write(&self, out: &mut Vec<u8>) {
@@ -413,7 +573,7 @@ impl RecordSealer {
     /// rules: list of (parents, leaf, encrypt "g"|"s"|"", index, remove, normalize "email"|"phone"|"",
     /// associated data, envelope prefix), in policy order; array-free paths only.
     #[new]
-    #[pyo3(signature = (rules, gcm_key, siv_key, index_key, normalize_phone, region))]
+    #[pyo3(signature = (rules, gcm_key, siv_key, index_key, normalize_phone, region, thresholds))]
     #[allow(clippy::too_many_arguments)]
     #[allow(clippy::type_complexity)]
     fn new(
@@ -433,6 +593,7 @@ impl RecordSealer {
         index_key: &[u8],
         normalize_phone: Py<PyAny>,
         region: &str,
+        thresholds: (usize, usize),
     ) -> PyResult<Self> {
         let phone_region = region.parse::<Region>().ok();
         let region = pyo3::types::PyString::new(py, region).into_any().unbind();
@@ -488,6 +649,7 @@ impl RecordSealer {
             phone_region,
             phone_cache: Mutex::new(HashMap::new()),
             random_fields,
+            thresholds,
         })
     }
 
@@ -564,11 +726,11 @@ impl RecordSealer {
         if !self.apply(py, &mut record, &nonces) {
             return Ok(None);
         }
+        if !record.clean(0, self.thresholds) {
+            return Ok(None); // maybe plaintext PII outside the policy, or ambiguous: Python decides
+        }
         let mut out = Vec::with_capacity(value.len() + 64 * self.rules.len());
         record.write(&mut out);
-        if out.contains(&b'@') {
-            return Ok(None); // maybe a plaintext email outside the policy: the Python guard decides
-        }
         Ok(Some(out))
     }
 }
@@ -577,6 +739,18 @@ impl RecordSealer {
 #[pyfunction]
 fn plain_phone(value: &str, region: &str) -> Option<String> {
     plain_phone_e164(value, region.parse::<Region>().ok()?)
+}
+
+/// Whether the native guard hands back text like this (tests compare it with smt.guard).
+#[pyfunction]
+fn is_suspicious(text: &str, thresholds: (usize, usize)) -> bool {
+    suspicious(text, thresholds)
+}
+
+/// The native email normalization, or None where Python decides (tests compare the two).
+#[pyfunction]
+fn simple_email(value: &str) -> Option<String> {
+    normalize_email(value)
 }
 
 #[pymodule]
@@ -592,5 +766,7 @@ fn smt_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     }));
     m.add_class::<RecordSealer>()?;
     m.add_function(wrap_pyfunction!(plain_phone, m)?)?;
+    m.add_function(wrap_pyfunction!(is_suspicious, m)?)?;
+    m.add_function(wrap_pyfunction!(simple_email, m)?)?;
     Ok(())
 }

@@ -63,7 +63,8 @@ def test_native_matches_python_for_every_action(ring: Keyring) -> None:
         value = json.dumps(record).encode()
         assert outcome(lambda v=value: fast(v, ring), entity, ring) == \
             outcome(lambda v=value: slow(v, ring), entity, ring), record
-    value = json.dumps(ALL_ACTIONS_RECORDS[0]).encode()
+    # without its array, whose phone number (no policy path on the native side) the guard refuses
+    value = json.dumps({k: v for k, v in ALL_ACTIONS_RECORDS[0].items() if k != "rows"}).encode()
     a, b = json.loads(fast._native.transform(value)), json.loads(slow(value, ring))
     assert a["phone"] == b["phone"] and a["contact"] == b["contact"]  # deterministic: byte-identical
     assert {k: v for k, v in a.items() if k.endswith("_bidx")} == {k: v for k, v in b.items() if k.endswith("_bidx")}
@@ -107,7 +108,6 @@ def test_native_reads_json_as_python_does(pipeline: PipelineConfig, ring: Keyrin
     cases = [
         b'{ "_id" : "T1" ,\n "customer" : { "email" : "\\u0041@B.co" , "phone" : " (212) 555-0147" } ,'
         b' "n" : [1, 2.50] }',
-        b'{"_id":"T1","customer":{"email":"x@y.io"},"customer":{"email":"a@b.co"},"_id":"T2"}',  # repeated keys
         b'{"_id":"T1","customer":null,"note":"\\u00e9\\n\\"q\\""}',
         b'{"_id":"T1","customer":{"email":"\\u001c A@B.CO\\t\\u000b"}}',  # Python str.strip() whitespace
         b'{"_id":"T1","customer":{}}',
@@ -117,6 +117,14 @@ def test_native_reads_json_as_python_does(pipeline: PipelineConfig, ring: Keyrin
         assert out is not None, raw
         assert outcome(lambda r=raw: fast(r, ring), fast.entity, ring) == \
             outcome(lambda r=raw: slow(r, ring), slow.entity, ring), raw
+
+
+def test_native_refuses_repeated_keys_as_python_does(pipeline: PipelineConfig, ring: Keyring) -> None:
+    fast, slow = pair(pipeline.entity("purchases"), ring)
+    raw = b'{"_id":"T1","customer":{"email":"x@y.io"},"customer":{"email":"a@b.co"},"_id":"T2"}'
+    assert fast._native.transform(raw) is None
+    assert outcome(lambda: fast(raw, ring), fast.entity, ring) == outcome(lambda: slow(raw, ring), slow.entity, ring)
+    assert outcome(lambda: slow(raw, ring), slow.entity, ring)[0] == "dlq"
 
 
 def test_native_keeps_number_text(pipeline: PipelineConfig, ring: Keyring) -> None:
@@ -200,19 +208,20 @@ def test_plain_phone_numbers_normalize_as_phonenumbers_does() -> None:
     from smt.normalize import NormalizeError, normalize_phone
 
     rows = phone_corpus()
-    native_read, mismatches = 0, []
+    native_read, python_read, mismatches = 0, 0, []
     for region, written in rows:
         native = smt_native.plain_phone(written, region)
+        try:
+            python = normalize_phone(written, region)
+            python_read += 1
+        except NormalizeError:
+            python = "(not a phone number)"
         if native is None:
             continue
         native_read += 1
-        try:
-            python = normalize_phone(written, region)
-        except NormalizeError:
-            python = "(not a phone number)"
         if native != python:
             mismatches.append((region, written, native, python))
     assert mismatches[:10] == []
-    assert native_read > 0.9 * len(rows)  # the fast path covers nearly all of it
+    assert native_read > 0.9 * python_read > 0.5 * len(rows)  # the fast path covers nearly every real number
     assert smt_native.plain_phone("+1 212 555 0147 x12", "US") is None  # an extension: Python decides
     assert smt_native.plain_phone("1-800-FLOWERS", "US") is None  # letters: Python decides

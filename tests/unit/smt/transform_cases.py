@@ -10,7 +10,7 @@ import orjson
 
 from fresh.pipeline import Entity
 from smt.keyring import Keyring
-from smt.transform import RecordError, Transformer, _leaves, decrypt_record
+from smt.transform import RecordError, Transformer, _leaves, _mark, decrypt_record
 
 ALL_ACTIONS = {
     "email": {"action": "encrypt", "blind_index": True, "normalize": "email"},
@@ -39,14 +39,15 @@ ALL_ACTIONS_RECORDS = [
 def general_path(t: Transformer, value: bytes, ring: Keyring) -> bytes:
     """The rules applied one by one through `_apply` + `_guard`: the reference the compiled ops must match."""
     record = orjson.loads(value)
+    written: dict[int, frozenset[str]] = {}
     for rule in t.rules:
         for node in _leaves(record, rule, strict=True):
             if rule.leaf in node:
                 t._apply(node, rule, ring)
                 t._guard(node, rule)
-    out = orjson.dumps(record)
-    t._guard_emails(record, out)
-    return out
+                _mark(written, node, rule)
+    t._scan(record, written)
+    return orjson.dumps(record)
 
 
 def outcome(call: Callable[[], bytes | None], entity: Entity, ring: Keyring) -> tuple[str, str]:
