@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     # PII keyring: a file outside the repo, or the key material in FRESH_KEYRING_JSON.
     keyring_path: Path = Path.home() / ".config" / "probablyfresh" / "keyring.json"
     keyring_json: SecretStr = SecretStr("")  # FRESH_KEYRING_JSON: the keyring itself; wins over keyring_path
+    # The key-encryption key that wraps the keyring (one of the two; docs/pii.md "Keyring").
+    keyring_passphrase: SecretStr = SecretStr("")  # FRESH_KEYRING_PASSPHRASE: through scrypt
+    kek_path: Path | None = None  # FRESH_KEK_PATH: a file of 32 random bytes, outside the repo, mode 0600
+    keyring_allow_unwrapped: bool = False  # FRESH_KEYRING_ALLOW_UNWRAPPED: write without a KEK (throwaway keyrings)
+    # Operator decrypt audit: who decrypted what (append-only JSONL). Empty: <keyring dir>/decrypt-audit.jsonl.
+    decrypt_audit_path: Path | None = None
+    operator: str = ""  # FRESH_OPERATOR: the person behind `secure decrypt`, recorded next to the OS user
 
     def model_post_init(self, _context: object) -> None:
         if not self.kafka_bootstrap:
