@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import click
@@ -14,7 +16,7 @@ from fresh.output import OUTPUT_OPTION, print_rows
 from fresh.pipeline import load_pipeline_config
 from fresh.settings import Settings
 from smt.decrypt_audit import DecryptAudit, DecryptRequest, audit_path, decrypt_audited
-from smt.keyring import KeyringSource
+from smt.keyring import FileKek, Kek, KeyringSource, PassphraseKek
 from smt.processor import Processor, ProcessorOptions, ensure_topics, topic_mapping
 
 log = logging.getLogger(__name__)
@@ -177,19 +179,36 @@ def keys_destroy(settings: Settings, key_id: str, yes: bool, dry_run: bool, outp
 
 
 @keys.command("wrap")
+@click.option("--from-kek-path", type=click.Path(path_type=Path), help="KEK rotation: the old KEK file.")
+@click.option("--from-passphrase-env", metavar="NAME",
+              help="KEK rotation: the environment variable holding the old passphrase (never on the command line).")
 @DRY_RUN_OPTION
 @OUTPUT_OPTION
 @click.pass_obj
-def keys_wrap(settings: Settings, dry_run: bool, output: str) -> None:
-    """Rewrite the keyring wrapped by the configured KEK (migrates an unwrapped
-    probablyfresh-keyring/1 or /2 file; re-wraps a wrapped one with a fresh salt and nonce).
+def keys_wrap(settings: Settings, from_kek_path: Path | None, from_passphrase_env: str | None, dry_run: bool,
+              output: str) -> None:
+    """Rewrite the keyring wrapped by the configured KEK: migrates an unwrapped
+    probablyfresh-keyring/1 or /2 file, rotates the KEK (the file is read with the old one given by
+    --from-kek-path or --from-passphrase-env), or re-wraps with a fresh salt and nonce.
 
     \b
-    Example:
-      FRESH_KEYRING_PASSPHRASE=... freshctl keys wrap
+    Examples:
+      FRESH_KEK_PATH=~/.config/probablyfresh/kek freshctl keys wrap        # migrate an unwrapped keyring
+      OLD_PASSPHRASE=... FRESH_KEK_PATH=~/.config/probablyfresh/kek2 \\
+        freshctl keys wrap --from-passphrase-env OLD_PASSPHRASE              # new KEK
     """
+    if from_kek_path and from_passphrase_env:
+        raise click.UsageError("give one of --from-kek-path and --from-passphrase-env")
+    from_kek: Kek | None = None
+    if from_kek_path:
+        from_kek = FileKek(from_kek_path)
+    elif from_passphrase_env:
+        if not os.environ.get(from_passphrase_env):
+            raise click.UsageError(f"--from-passphrase-env: ${from_passphrase_env} is not set")
+        from_kek = PassphraseKek(os.environ[from_passphrase_env], source=f"${from_passphrase_env}")
     source = KeyringSource.from_settings(settings)
-    _print_change(source.wrap(dry_run=dry_run), output, dry_run, f"write {settings.keyring_path} ({_wrapping(source)})")
+    _print_change(source.wrap(dry_run=dry_run, from_kek=from_kek), output, dry_run,
+                  f"write {settings.keyring_path} ({_wrapping(source)})")
 
 
 @click.group()

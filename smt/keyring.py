@@ -524,10 +524,10 @@ class KeyringSource:
                                "(FRESH_KEYRING_ALLOW_UNWRAPPED=true writes it unwrapped: throwaway keyrings only)")
         return self.path
 
-    def _plain(self) -> dict[str, Any]:
-        """The file's keyring as plain /2 JSON, validated."""
+    def _plain(self, read_kek: Kek | None = None) -> dict[str, Any]:
+        """The file's keyring as plain /2 JSON, validated (unwrapped by `read_kek`, else by `kek`)."""
         path = self._require_file()
-        plain, _ = unwrap(_read_file(path), self.kek, str(path))
+        plain, _ = unwrap(_read_file(path), read_kek or self.kek, str(path))
         parse_keyring(plain, str(path))
         if plain.get("format") == FORMAT_V1:
             plain = _upgrade_v1(plain, str(path))
@@ -552,12 +552,12 @@ class KeyringSource:
         plain = {"format": FORMAT, "keys": [_new_entry("k", "active")], "index_keys": [_new_entry("i", "active")]}
         return self._commit(plain, dry_run)
 
-    def wrap(self, dry_run: bool = False) -> list[KeyInfo]:
-        """Rewrite the file wrapped by the configured KEK (an unwrapped /1 or /2 file, or one wrapped
-        by this KEK: then it is re-wrapped with a fresh salt and nonce)."""
+    def wrap(self, dry_run: bool = False, from_kek: Kek | None = None) -> list[KeyInfo]:
+        """Rewrite the file wrapped by the configured KEK: an unwrapped /1 or /2 file (migration), one
+        wrapped by `from_kek` (KEK rotation), or one wrapped by this KEK (fresh salt and nonce)."""
         if self.kek is None:
             raise KeyringError("no KEK: set FRESH_KEYRING_PASSPHRASE or FRESH_KEK_PATH, then run `freshctl keys wrap`")
-        return self._commit(self._plain(), dry_run)
+        return self._commit(self._plain(from_kek), dry_run)
 
     def rotate(self, dry_run: bool = False) -> list[KeyInfo]:
         """A new data key becomes active; the active one becomes decrypt-only."""

@@ -71,6 +71,14 @@ def test_keys_state_commands_dry_run_and_destroy_needs_yes(env: dict[str, str]) 
     r = runner.invoke(freshctl, ["keys", "destroy", old, "--yes", "-o", "json"], env=env)
     assert r.exit_code == 0 and {"id": old, "kind": "data", "state": "destroyed"}.items() <= json.loads(
         r.stdout)[0].items()
+    old_kek = env["FRESH_KEK_PATH"]
+    r = runner.invoke(freshctl, ["keys", "wrap", "--from-passphrase-env", "OLD_PASSPHRASE"],
+                      env={**env, "OLD_PASSPHRASE": "old one"})
+    assert r.exit_code == 1 and "wrapped by KEK 'file:" in str(r.exception)
+    r = runner.invoke(freshctl, ["keys", "wrap", "--from-kek-path", old_kek],
+                      env={**env, "FRESH_KEK_PATH": None, "FRESH_KEYRING_PASSPHRASE": "new one"})
+    assert r.exit_code == 0, r.output
+    assert json.loads(path.read_text())["kek"] == "passphrase"
     r = runner.invoke(freshctl, ["keys", "rotate", "--close-window"], env=env)
     assert r.exit_code == 2 and "--close-window goes with --index" in r.output
 

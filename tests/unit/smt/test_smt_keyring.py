@@ -302,6 +302,19 @@ def test_v1_is_read_and_wrap_migrates_it_keeping_every_key(tmp_path: Path, kek: 
     assert plain_of(KeyringSource(path, kek=kek))["format"] == "probablyfresh-keyring/2"
 
 
+def test_kek_rotation_rewraps_with_the_new_kek(wrapped: KeyringSource, tmp_path: Path) -> None:
+    assert wrapped.path is not None
+    ids = [i.id for i in wrapped.current().info]
+    new = FileKek(kek_file(tmp_path / "new-kek"))
+    with pytest.raises(KeyringError, match="wrapped by KEK"):
+        KeyringSource(wrapped.path, kek=new).wrap()  # the old KEK is needed to read it
+    KeyringSource(wrapped.path, kek=new).wrap(from_kek=wrapped.kek)
+    assert json.loads(wrapped.path.read_text())["kek"] == new.id
+    assert [i.id for i in KeyringSource(wrapped.path, kek=new).current().info] == ids
+    with pytest.raises(KeyringError, match="wrapped by KEK"):
+        KeyringSource(wrapped.path, kek=wrapped.kek).current()
+
+
 def test_unwrapped_writes_only_when_asked(tmp_path: Path) -> None:
     with pytest.raises(KeyringError, match="FRESH_KEYRING_ALLOW_UNWRAPPED=true writes it unwrapped"):
         KeyringSource(tmp_path / "k.json").generate()
