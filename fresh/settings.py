@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fresh.errors import ConfigError
@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     # Operator decrypt audit: who decrypted what (append-only JSONL). Empty: <keyring dir>/decrypt-audit.jsonl.
     decrypt_audit_path: Path | None = None
     operator: str = ""  # FRESH_OPERATOR: the person behind `secure decrypt`, recorded next to the OS user
+
+    @field_validator("kek_path", "decrypt_audit_path", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value  # FRESH_KEK_PATH= means "no KEK file", not "."
 
     def model_post_init(self, _context: object) -> None:
         if not self.kafka_bootstrap:

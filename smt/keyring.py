@@ -163,6 +163,8 @@ class FileKek:
         except FileNotFoundError:
             raise KeyringError(f"{path}: KEK file not found (FRESH_KEK_PATH); create it with "
                                f"`head -c 32 /dev/urandom > {path} && chmod 600 {path}`") from None
+        except OSError as exc:
+            raise KeyringError(f"{path}: cannot read the KEK file ({exc.strerror})") from None
         _check_mode(path, st.st_mode)
         secret = raw if len(raw) == 32 else _b64_32(raw)
         if secret is None:
@@ -396,6 +398,9 @@ def _read_file(path: Path) -> Any:
             text = fh.read()
     except FileNotFoundError:
         raise KeyringError(f"{path}: keyring not found (run `freshctl keys generate`)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeyringError(f"{path}: cannot read the keyring ({getattr(exc, 'strerror', None) or 'not UTF-8'})"
+                           ) from None
     return _load_json(text, str(path))
 
 
