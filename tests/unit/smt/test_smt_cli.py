@@ -68,9 +68,13 @@ def test_keys_state_commands_dry_run_and_destroy_needs_yes(env: dict[str, str]) 
     assert r.exit_code == 2 and "--yes" in r.output
     assert runner.invoke(freshctl, ["keys", "destroy", old, "--dry-run"], env=env).exit_code == 0
     assert source(env).current().state(old) == "disabled"
+    secrets = [e["secret"] for e in source(env)._plain()["keys"]]
     r = runner.invoke(freshctl, ["keys", "destroy", old, "--yes", "-o", "json"], env=env)
     assert r.exit_code == 0 and {"id": old, "kind": "data", "state": "destroyed"}.items() <= json.loads(
         r.stdout)[0].items()
+    r2 = runner.invoke(freshctl, ["keys", "enable", old], env=env)
+    assert r2.exit_code == 1 and "cannot be enabled" in str(r2.exception)
+    assert not any(s in r.output + r2.output for s in secrets)
     old_kek = env["FRESH_KEK_PATH"]
     r = runner.invoke(freshctl, ["keys", "wrap", "--from-passphrase-env", "OLD_PASSPHRASE"],
                       env={**env, "OLD_PASSPHRASE": "old one"})
