@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fresh.errors import ConfigError
@@ -49,6 +49,18 @@ class Settings(BaseSettings):
     # PII keyring: a file outside the repo, or the key material in FRESH_KEYRING_JSON.
     keyring_path: Path = Path.home() / ".config" / "probablyfresh" / "keyring.json"
     keyring_json: SecretStr = SecretStr("")  # FRESH_KEYRING_JSON: the keyring itself; wins over keyring_path
+    # The key-encryption key that wraps the keyring (one of the two; docs/pii.md "Keyring").
+    keyring_passphrase: SecretStr = SecretStr("")  # FRESH_KEYRING_PASSPHRASE: through scrypt
+    kek_path: Path | None = None  # FRESH_KEK_PATH: a file of 32 random bytes, outside the repo, mode 0600
+    keyring_allow_unwrapped: bool = False  # FRESH_KEYRING_ALLOW_UNWRAPPED: write without a KEK (throwaway keyrings)
+    # Operator decrypt audit: who decrypted what (append-only JSONL). Empty: <keyring dir>/decrypt-audit.jsonl.
+    decrypt_audit_path: Path | None = None
+    operator: str = ""  # FRESH_OPERATOR: the person behind `secure decrypt`, recorded next to the OS user
+
+    @field_validator("kek_path", "decrypt_audit_path", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value  # FRESH_KEK_PATH= means "no KEK file", not "."
 
     def model_post_init(self, _context: object) -> None:
         if not self.kafka_bootstrap:

@@ -2,88 +2,213 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import click
 
-from fresh.errors import ConfigError
 from fresh.output import OUTPUT_OPTION, print_rows
 from fresh.pipeline import load_pipeline_config
 from fresh.settings import Settings
-from smt.envelope import decrypt
-from smt.keyring import KeyringSource
-from smt.processor import DLQ_COLLECTION, Processor, ProcessorOptions, ensure_topics, topic_mapping
-from smt.transform import compile_rules, decrypt_record
+from smt.decrypt_audit import DecryptAudit, DecryptRequest, audit_path, decrypt_audited
+from smt.keyring import FileKek, Kek, KeyringSource, PassphraseKek
+from smt.processor import Processor, ProcessorOptions, ensure_topics, topic_mapping
 
 log = logging.getLogger(__name__)
 
 
 def _rows(infos: Any) -> list[dict[str, str]]:
-    return [{"id": k.id, "role": k.role, "created_at": k.created_at} for k in infos]
+    return [{"id": k.id, "kind": k.kind, "state": k.role, "created_at": k.created_at} for k in infos]
+
+
+def _print_change(infos: Any, output: str, dry_run: bool, what: str) -> None:
+    print_rows(_rows(infos), output)
+    click.echo(f"{'dry run: would ' + what if dry_run else what.replace('write', 'wrote')}", err=True)
+
+
+DRY_RUN_OPTION = click.option("--dry-run", is_flag=True, help="Show the resulting key list; write nothing.")
 
 
 @click.group()
 def keys() -> None:
-    """Manage the PII keyring (FRESH_KEYRING_PATH, outside the repo; or FRESH_KEYRING_JSON, read-only).
+    """Manage the PII keyring (FRESH_KEYRING_PATH, outside the repo, mode 0600; or FRESH_KEYRING_JSON,
+    read-only), wrapped by a key-encryption key: FRESH_KEYRING_PASSPHRASE (scrypt) or FRESH_KEK_PATH
+    (a 32-byte file, mode 0600). Without a KEK, writes are refused unless
+    FRESH_KEYRING_ALLOW_UNWRAPPED=true (throwaway keyrings only).
 
-    One key is active (encrypts); older keys only decrypt; a separate key makes blind indexes.
-    Key material is never printed.
+    Data keys: one active (encrypts), others decrypt-only, disabled (kept, refuse to decrypt) or
+    destroyed (secret erased, id kept). Index keys (blind indexes): one active, one dual-write while
+    an index rotation's window is open, others retired, disabled or destroyed. Key material is never
+    printed; every write takes --dry-run. A running processor picks changes up without a restart.
 
     \b
     Examples:
-      freshctl keys generate
-      freshctl keys rotate            # a running processor picks the new key up, no restart
+      FRESH_KEK_PATH=~/.config/probablyfresh/kek freshctl keys generate
       freshctl keys list -o json
+      freshctl keys rotate                          # new active data key
+      freshctl keys rotate --index                  # new index key, dual-write window opens
+      freshctl keys rotate --index --close-window   # after the backfill
+      freshctl keys disable k20260101a1b2c3 && freshctl keys destroy k20260101a1b2c3 --yes
+      freshctl keys wrap                            # wrap an unwrapped keyring with the KEK
     """
 
 
 @keys.command("generate")
-@click.option("--dry-run", is_flag=True, help="Show what would be created; write nothing.")
+@DRY_RUN_OPTION
 @OUTPUT_OPTION
 @click.pass_obj
 def keys_generate(settings: Settings, dry_run: bool, output: str) -> None:
-    """Create a new keyring with one active key and a blind-index key.
+    """Create a new keyring with one active data key and one active index key.
 
     \b
     Example:
-      FRESH_KEYRING_PATH=~/.config/probablyfresh/keyring.json freshctl keys generate
+      FRESH_KEYRING_PATH=~/.config/probablyfresh/keyring.json FRESH_KEK_PATH=~/.config/probablyfresh/kek \\
+        freshctl keys generate
     """
-    infos = KeyringSource.from_settings(settings).generate(dry_run=dry_run)
-    print_rows(_rows(infos), output)
-    click.echo(f"{'would create' if dry_run else 'created'} {settings.keyring_path}", err=True)
+    source = KeyringSource.from_settings(settings)
+    infos = source.generate(dry_run=dry_run)
+    _print_change(infos, output, dry_run, f"write {settings.keyring_path} ({_wrapping(source)})")
+
+
+def _wrapping(source: KeyringSource) -> str:
+    return f"wrapped by {source.kek.description}" if source.kek else "UNWRAPPED"
 
 
 @keys.command("rotate")
-@click.option("--dry-run", is_flag=True, help="Show the new key list; write nothing.")
+@click.option("--index", "index", is_flag=True, help="Rotate the blind-index key instead: opens a dual-write window.")
+@click.option("--close-window", is_flag=True,
+              help="With --index: close the open dual-write window (after the backfill).")
+@DRY_RUN_OPTION
 @OUTPUT_OPTION
 @click.pass_obj
-def keys_rotate(settings: Settings, dry_run: bool, output: str) -> None:
-    """Add a new key and make it active. Old keys stay and keep decrypting.
+def keys_rotate(settings: Settings, index: bool, close_window: bool, dry_run: bool, output: str) -> None:
+    """Add a new data key and make it active (the old one stays, decrypt-only); with --index, add a
+    new index key: it becomes active and the previous one is written too (dual-write) until
+    --close-window (docs/pii.md, "Rotating the index key").
 
     \b
-    Example:
+    Examples:
       freshctl keys rotate --dry-run
+      freshctl keys rotate --index
+      freshctl keys rotate --index --close-window
     """
-    infos = KeyringSource.from_settings(settings).rotate(dry_run=dry_run)
-    print_rows(_rows(infos), output)
+    if close_window and not index:
+        raise click.UsageError("--close-window goes with --index")
+    source = KeyringSource.from_settings(settings)
+    if close_window:
+        infos = source.close_index_window(dry_run=dry_run)
+    else:
+        infos = source.rotate_index(dry_run=dry_run) if index else source.rotate(dry_run=dry_run)
+    _print_change(infos, output, dry_run, f"write {settings.keyring_path}")
 
 
 @keys.command("list")
 @OUTPUT_OPTION
 @click.pass_obj
 def keys_list(settings: Settings, output: str) -> None:
-    """List key ids, roles and creation times (never the keys).
+    """List key ids, kinds, states and creation times (never the keys).
 
     \b
     Example:
-      freshctl keys list
+      freshctl keys list -o json
     """
-    print_rows(_rows(KeyringSource.from_settings(settings).current().info), output)
+    source = KeyringSource.from_settings(settings)
+    ring = source.current()
+    print_rows(_rows(ring.info), output)
+    if output == "table":
+        wrapping = f"wrapped by KEK {ring.kek_id}" if ring.kek_id else "UNWRAPPED (run `freshctl keys wrap`)"
+        click.echo(f"{ring.origin}: {wrapping}", err=True)
+
+
+@keys.command("disable")
+@click.argument("key_id")
+@DRY_RUN_OPTION
+@OUTPUT_OPTION
+@click.pass_obj
+def keys_disable(settings: Settings, key_id: str, dry_run: bool, output: str) -> None:
+    """Disable a decrypt-only data key or a retired index key: kept, but it refuses to decrypt (or to
+    be used) until `keys enable`. Disable before you destroy, and watch for errors meanwhile.
+
+    \b
+    Example:
+      freshctl keys disable k20260101a1b2c3 --dry-run
+    """
+    _print_change(KeyringSource.from_settings(settings).disable(key_id, dry_run=dry_run), output, dry_run,
+                  f"write {settings.keyring_path}: {key_id} disabled")
+
+
+@keys.command("enable")
+@click.argument("key_id")
+@DRY_RUN_OPTION
+@OUTPUT_OPTION
+@click.pass_obj
+def keys_enable(settings: Settings, key_id: str, dry_run: bool, output: str) -> None:
+    """Enable a disabled key again (data: decrypt-only; index: retired). A destroyed key cannot be.
+
+    \b
+    Example:
+      freshctl keys enable k20260101a1b2c3
+    """
+    _print_change(KeyringSource.from_settings(settings).enable(key_id, dry_run=dry_run), output, dry_run,
+                  f"write {settings.keyring_path}: {key_id} enabled")
+
+
+@keys.command("destroy")
+@click.argument("key_id")
+@click.option("--yes", is_flag=True, help="Confirm: the key's secret is erased; its ciphertexts are lost for good.")
+@DRY_RUN_OPTION
+@OUTPUT_OPTION
+@click.pass_obj
+def keys_destroy(settings: Settings, key_id: str, yes: bool, dry_run: bool, output: str) -> None:
+    """Destroy a disabled key: its secret is erased from the keyring, its id stays, and every value
+    encrypted with it fails with "key destroyed". Irreversible (except from a keyring backup).
+
+    \b
+    Example:
+      freshctl keys destroy k20260101a1b2c3 --yes
+    """
+    if not yes and not dry_run:
+        raise click.UsageError(f"destroying {key_id} loses every value encrypted with it; add --yes to confirm")
+    _print_change(KeyringSource.from_settings(settings).destroy(key_id, dry_run=dry_run), output, dry_run,
+                  f"write {settings.keyring_path}: {key_id} destroyed")
+
+
+@keys.command("wrap")
+@click.option("--from-kek-path", type=click.Path(path_type=Path), help="KEK rotation: the old KEK file.")
+@click.option("--from-passphrase-env", metavar="NAME",
+              help="KEK rotation: the environment variable holding the old passphrase (never on the command line).")
+@DRY_RUN_OPTION
+@OUTPUT_OPTION
+@click.pass_obj
+def keys_wrap(settings: Settings, from_kek_path: Path | None, from_passphrase_env: str | None, dry_run: bool,
+              output: str) -> None:
+    """Rewrite the keyring wrapped by the configured KEK: migrates an unwrapped
+    probablyfresh-keyring/1 or /2 file, rotates the KEK (the file is read with the old one given by
+    --from-kek-path or --from-passphrase-env), or re-wraps with a fresh salt and nonce.
+
+    \b
+    Examples:
+      FRESH_KEK_PATH=~/.config/probablyfresh/kek freshctl keys wrap        # migrate an unwrapped keyring
+      OLD_PASSPHRASE=... FRESH_KEK_PATH=~/.config/probablyfresh/kek2 \\
+        freshctl keys wrap --from-passphrase-env OLD_PASSPHRASE              # new KEK
+    """
+    if from_kek_path and from_passphrase_env:
+        raise click.UsageError("give one of --from-kek-path and --from-passphrase-env")
+    from_kek: Kek | None = None
+    if from_kek_path:
+        from_kek = FileKek(from_kek_path)
+    elif from_passphrase_env:
+        if not os.environ.get(from_passphrase_env):
+            raise click.UsageError(f"--from-passphrase-env: ${from_passphrase_env} is not set")
+        from_kek = PassphraseKek(os.environ[from_passphrase_env], source=f"${from_passphrase_env}")
+    source = KeyringSource.from_settings(settings)
+    _print_change(source.wrap(dry_run=dry_run, from_kek=from_kek), output, dry_run,
+                  f"write {settings.keyring_path} ({_wrapping(source)})")
 
 
 @click.group()
@@ -187,35 +312,37 @@ def secure_run(settings: Settings, instance_id: str | None, batch_size: int, idl
 def secure_decrypt(settings: Settings, value: str | None, entity: str | None, field_path: str | None,
                    record_file: Any, dlq_source: str | None) -> None:
     """Decrypt one envelope, a DLQ payload, or whole _secure records. For authorized operators:
-    the output is plaintext PII.
+    the output is plaintext PII. Every run, failed ones too, appends an audit record (OS user,
+    FRESH_OPERATOR, key ids, counts, outcome; never a value) to FRESH_DECRYPT_AUDIT_PATH, by default
+    <keyring dir>/decrypt-audit.jsonl; nothing is printed before it is written.
 
     \b
     Examples:
-      freshctl secure decrypt --entity customers --field email pf1.k2026...g.AbC...
+      FRESH_OPERATOR=anna freshctl secure decrypt --entity customers --field email pf1.k2026...g.AbC...
       freshctl secure decrypt --entity purchases --record records.jsonl
       freshctl secure decrypt --dlq-source cdc.probablyfresh.customers pf1.k2026...g.XyZ...
     """
-    keyring = KeyringSource.from_settings(settings).current()
-    log.warning("operator decrypt entity=%s field=%s dlq_source=%s", entity, field_path, dlq_source)
     if dlq_source:
         if not value:
             raise click.UsageError("give the DLQ payload (an envelope) as VALUE")
-        sys.stdout.buffer.write(decrypt(keyring.keys, value.strip(), DLQ_COLLECTION, dlq_source) + b"\n")
-        return
-    cfg = load_pipeline_config(settings.pipeline_config)
-    if not entity:
-        raise click.UsageError("--entity is required (or --dlq-source)")
-    ent = cfg.entity(entity)
-    if record_file is not None:
-        compile_rules(ent)
-        for n, line in enumerate(record_file, 1):
-            if line.strip():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    raise ConfigError(f"{record_file.name}: line {n} is not JSON") from None
-                click.echo(json.dumps(decrypt_record(record, ent, keyring), ensure_ascii=False))
-        return
-    if not value or not field_path:
-        raise click.UsageError("give VALUE and --field, or --record FILE")
-    click.echo(decrypt(keyring.keys, value.strip(), ent.collection, field_path).decode())
+        request = DecryptRequest(dlq_source=dlq_source, value=value)
+    else:
+        if not entity:
+            raise click.UsageError("--entity is required (or --dlq-source)")
+        ent = load_pipeline_config(settings.pipeline_config).entity(entity)
+        if record_file is not None:
+            request = DecryptRequest(entity=ent, lines=record_file, lines_name=record_file.name)
+        elif not value or not field_path:
+            raise click.UsageError("give VALUE and --field, or --record FILE")
+        else:
+            request = DecryptRequest(entity=ent, field=field_path, value=value)
+    path = audit_path(settings)
+    audit = DecryptAudit(path, settings.operator)
+    try:
+        outputs = decrypt_audited(request, KeyringSource.from_settings(settings).current, audit)
+    finally:
+        audit.close()
+    log.info("operator decrypt audited path=%s mode=%s outputs=%d", path, request.mode, len(outputs))
+    for out in outputs:
+        sys.stdout.buffer.write(out + b"\n")
+    sys.stdout.buffer.flush()

@@ -30,7 +30,8 @@ def unique() -> str:
 
 @pytest.fixture
 def keyring_source(tmp_path: Path) -> KeyringSource:
-    """A new keyring (one active key, an index key) in this test's tmp folder."""
-    source = KeyringSource(tmp_path / "keys" / "keyring.json")
+    """A new keyring (one active key, an index key) in this test's tmp folder, unwrapped (no KEK:
+    tests/unit/smt/test_smt_keyring.py covers wrapping)."""
+    source = KeyringSource(tmp_path / "keys" / "keyring.json", allow_unwrapped=True)
     source.generate()
     return source

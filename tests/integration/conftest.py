@@ -89,7 +89,7 @@ def secure_pipeline_running(bootstrap: str, chdb_path: str, tmp_path: Path) -> C
 
     @contextmanager
     def run(cfg: PipelineConfig, instance_id: str) -> Iterator[tuple[KeyringSource, ChdbBackend]]:
-        keyring = KeyringSource(tmp_path / "keyring.json")
+        keyring = KeyringSource(tmp_path / "keyring.json", allow_unwrapped=True)
         keyring.generate()
         processor = Processor(cfg, keyring, ProcessorOptions(bootstrap=bootstrap, instance_id=instance_id))
         stop = threading.Event()
