@@ -1,7 +1,7 @@
 """Build and produce records in the documented `_secure` shape (docs/contract: the PII processor's
 output), for tests and benchmarks of this part.
 
-Ciphertexts here are shape-valid envelopes (`pf1.<key id>.g.<base64url>`) over random bytes:
+Ciphertexts here are shape-valid envelopes (`pf2.<key id>.g.<base64url>`) over random bytes:
 ClickHouse stores them and never decrypts, so it does not need real keys. Blind indexes are
 HMAC-SHA256 hex of the normalized value with a fixed test key. Never use this for real data.
 """
@@ -24,12 +24,12 @@ _TEST_INDEX_KEY = b"clickhouse-tests-blind-index-key"  # not a secret: test data
 
 
 def fake_envelope(plaintext: str) -> str:
-    payload = os.urandom(12) + os.urandom(len(plaintext.encode()) + 16)
-    return "pf1.k1.g." + base64.urlsafe_b64encode(payload).decode().rstrip("=")
+    payload = os.urandom(16 + 12) + os.urandom(len(plaintext.encode()) + 16)  # salt, nonce, ciphertext, tag
+    return "pf2.k1.g." + base64.urlsafe_b64encode(payload).decode().rstrip("=")
 
 
 def blind_index(normalized: str) -> str:
-    return hmac.new(_TEST_INDEX_KEY, normalized.encode(), hashlib.sha256).hexdigest()
+    return "i0." + hmac.new(_TEST_INDEX_KEY, normalized.encode(), hashlib.sha256).hexdigest()
 
 
 def _meta(op: str, ts_ms: int) -> dict[str, Any]:

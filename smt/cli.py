@@ -307,10 +307,12 @@ def secure_run(settings: Settings, instance_id: str | None, batch_size: int, idl
 @click.option("--entity", help="Entity whose policy applies (customers, purchases, ...).")
 @click.option("--field", "field_path", help="Field path of VALUE, e.g. email or customer.email.")
 @click.option("--record", "record_file", type=click.File("r"), help="File ('-' for stdin) of JSON records, one a line.")
+@click.option("--record-id", default="", help="Business key of VALUE's record (customer_id, purchase_id, ...): "
+              "a randomized envelope is bound to its record.")
 @click.option("--dlq-source", help="VALUE is a DLQ payload whose source topic is this (header dlq.source.topic).")
 @click.pass_obj
 def secure_decrypt(settings: Settings, value: str | None, entity: str | None, field_path: str | None,
-                   record_file: Any, dlq_source: str | None) -> None:
+                   record_file: Any, record_id: str, dlq_source: str | None) -> None:
     """Decrypt one envelope, a DLQ payload, or whole _secure records. For authorized operators:
     the output is plaintext PII. Every run, failed ones too, appends an audit record (OS user,
     FRESH_OPERATOR, key ids, counts, outcome; never a value) to FRESH_DECRYPT_AUDIT_PATH, by default
@@ -318,9 +320,9 @@ def secure_decrypt(settings: Settings, value: str | None, entity: str | None, fi
 
     \b
     Examples:
-      FRESH_OPERATOR=anna freshctl secure decrypt --entity customers --field email pf1.k2026...g.AbC...
+      FRESH_OPERATOR=anna freshctl secure decrypt --entity customers --field email --record-id C000001 pf2.k2026...
       freshctl secure decrypt --entity purchases --record records.jsonl
-      freshctl secure decrypt --dlq-source cdc.probablyfresh.customers pf1.k2026...g.XyZ...
+      freshctl secure decrypt --dlq-source cdc.probablyfresh.customers pf2.k2026...g.XyZ...
     """
     if dlq_source:
         if not value:
@@ -335,7 +337,7 @@ def secure_decrypt(settings: Settings, value: str | None, entity: str | None, fi
         elif not value or not field_path:
             raise click.UsageError("give VALUE and --field, or --record FILE")
         else:
-            request = DecryptRequest(entity=ent, field=field_path, value=value)
+            request = DecryptRequest(entity=ent, field=field_path, value=value, record_id=record_id)
     path = audit_path(settings)
     audit = DecryptAudit(path, settings.operator)
     try:

@@ -124,6 +124,7 @@ class DecryptRequest:
     value: str | None = None
     lines: Iterable[str] | None = None
     lines_name: str = "-"
+    record_id: str = ""  # the business key of the value's record: randomized pf2 envelopes are bound to it
 
     @property
     def mode(self) -> str:
@@ -147,7 +148,7 @@ def decrypt_audited(request: DecryptRequest, load_keyring: Callable[[], Keyring]
     def one(keyring: Keyring, collection: str, path: str) -> bytes:
         value = (request.value or "").strip()
         note([value] if ENVELOPE.match(value) else [])
-        plain = decrypt(keyring.keys, value, collection, path)
+        plain = decrypt(keyring.keys, value, collection, path, request.record_id)
         counts["values"] += 1
         return plain
 

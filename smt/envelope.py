@@ -1,14 +1,20 @@
 """The ciphertext envelope: self-describing ASCII that any language with AES-GCM, AES-SIV,
 HKDF and HMAC can read. The format is specified in docs/pii.md; test vectors pin it.
 
-    pf1.<key id>.<alg>.<base64url payload, no padding>
+    pf2.<key id>.<alg>.<base64url payload, canonical, no padding>      (written)
 
-    alg "g": randomized AES-256-GCM, payload = nonce (12) || ciphertext || tag (16)
+    alg "g": randomized AES-256-GCM under a batch key: payload = salt (16) || nonce (12) ||
+             ciphertext || tag (16); batch key = HKDF-SHA256(GCM subkey, salt, "pf2 aes-256-gcm batch")
     alg "s": deterministic AES-SIV (RFC 5297, AES-256), payload = SIV (16) || ciphertext
 
-Associated data: UTF-8 of "pf1.<key id>.<alg>|<collection>|<field path>", so a value moved to
-another field, collection, key id or algorithm fails authentication.
-Subkeys come from each keyring secret with HKDF-SHA256 (no salt) and the infos below.
+    associated data: "pf2.<key id>.g|<collection>|<field path>|<record id>" (g: bound to the record,
+    whose id is its business key), "pf2.<key id>.s|<collection>|<field path>" (s: a join key, equal
+    across records).
+
+A batch key encrypts one processor batch (and at most 2**20 values): a fresh random salt each
+time, so no key ever comes near the 2**32 random-nonce limit of NIST SP 800-38D, however long a
+data key stays active. `pf1` (no salt, no record id) is still read. Subkeys come from each keyring
+secret with HKDF-SHA256 (no salt) and the infos below.
 """
 
 from __future__ import annotations
@@ -29,15 +35,24 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fresh.errors import FreshError
 
-SCHEME = "pf1"
+SCHEME = "pf2"
 ALG_RANDOM = "g"
 ALG_DETERMINISTIC = "s"
-INFO_GCM = b"pf1 aes-256-gcm"
-INFO_SIV = b"pf1 aes-256-siv"
-INFO_BLIND_INDEX = b"pf1 hmac-sha256 blind index"
+INFO_GCM = b"pf2 aes-256-gcm"
+INFO_SIV = b"pf2 aes-256-siv"
+INFO_GCM_BATCH = b"pf2 aes-256-gcm batch"
+INFO_GCM_V1 = b"pf1 aes-256-gcm"
+INFO_SIV_V1 = b"pf1 aes-256-siv"
+INFO_BLIND_INDEX = b"pf2 hmac-sha256 blind index "  # + the normalizer: email, phone or none
 NONCE_BYTES = 12
+SALT_BYTES = 16
+TAG_BYTES = 16
+BATCH_LIMIT = 1 << 20  # values per batch key at most (a processor batch uses far fewer)
 KEY_ID = re.compile(r"^[a-z0-9]{1,32}$")
-ENVELOPE = re.compile(r"^pf1\.([a-z0-9]{1,32})\.([gs])\.([A-Za-z0-9_-]+)$")
+# fullmatch only: `$` would let a trailing newline through
+ENVELOPE = re.compile(r"pf([12])\.([a-z0-9]{1,32})\.([gs])\.([A-Za-z0-9_-]+)")
+_MIN_PAYLOAD = {("2", "g"): SALT_BYTES + NONCE_BYTES + TAG_BYTES, ("1", "g"): NONCE_BYTES + TAG_BYTES,
+                ("2", "s"): TAG_BYTES, ("1", "s"): TAG_BYTES}
 
 
 class EnvelopeError(FreshError):
@@ -60,8 +75,29 @@ def unb64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def associated_data(key_id: str, alg: str, collection: str, path: str) -> bytes:
+def canonical_unb64url(text: str) -> bytes:
+    """base64url without padding, refusing every non-canonical spelling (a length of 1 mod 4, or
+    unused low bits set), so exactly one string maps to one payload."""
+    if len(text) % 4 == 1:
+        raise EnvelopeError("envelope payload is not canonical base64url")
+    try:
+        raw = unb64url(text)
+    except (binascii.Error, ValueError):
+        raise EnvelopeError("envelope payload is not base64url") from None
+    if b64url(raw) != text:
+        raise EnvelopeError("envelope payload is not canonical base64url")
+    return raw
+
+
+def associated_data(key_id: str, alg: str, collection: str, path: str, record_id: str = "") -> bytes:
+    """pf2: randomized values are bound to their record (its id), deterministic ones are not."""
+    if alg == ALG_RANDOM:
+        return f"{SCHEME}.{key_id}.{alg}|{collection}|{path}|{record_id}".encode()
     return f"{SCHEME}.{key_id}.{alg}|{collection}|{path}".encode()
+
+
+def associated_data_v1(key_id: str, alg: str, collection: str, path: str) -> bytes:
+    return f"pf1.{key_id}.{alg}|{collection}|{path}".encode()
 
 
 class _Nonces:
@@ -86,22 +122,41 @@ _NONCES = _Nonces()
 os.register_at_fork(after_in_child=_NONCES.pool.clear)
 
 
+class BatchKey:
+    """One AES-256-GCM key for one batch: HKDF of the data key's GCM subkey with a fresh random
+    salt, carried in every envelope it writes. Not thread-safe by design: one per transform thread."""
+
+    def __init__(self, key: DataKey, salt: bytes | None = None):
+        self.key_id = key.id
+        self.salt = os.urandom(SALT_BYTES) if salt is None else salt
+        self.secret = HKDF(algorithm=hashes.SHA256(), length=32, salt=self.salt,
+                           info=INFO_GCM_BATCH).derive(key.gcm_subkey)  # the native path builds its own cipher
+        self.gcm = AESGCM(self.secret)
+        self.uses = 0
+
+    def seal(self, plaintext: bytes, ad: bytes, nonce: bytes | None = None) -> str:
+        """`nonce` is for test vectors only; leave it None."""
+        self.uses += 1
+        nonce = _NONCES.take() if nonce is None else nonce
+        payload = self.salt + nonce + self.gcm.encrypt(nonce, plaintext, ad)
+        return f"{SCHEME}.{self.key_id}.{ALG_RANDOM}.{b64url(payload)}"
+
+    @property
+    def spent(self) -> bool:
+        return self.uses >= BATCH_LIMIT
+
+
 @dataclass(frozen=True)
 class DataKey:
-    """One keyring key, ready to use: its derived subkeys as cipher objects, and as bytes for the
-    native transform (smt/native), which builds its own ciphers from them. Never printed."""
+    """One keyring key, ready to use: its derived subkeys (never printed). `gcm_subkey` makes batch
+    keys (`BatchKey`), `siv` encrypts deterministically; the v1 ciphers only decrypt."""
 
     id: str
-    gcm: AESGCM = field(repr=False)
+    gcm_subkey: bytes = field(repr=False)
     siv: AESSIV = field(repr=False)
-    subkeys: tuple[bytes, bytes] = field(default=(b"", b""), repr=False, compare=False)  # (gcm 32, siv 64)
-    _ads: dict[tuple[str, str, str], bytes] = field(default_factory=dict, repr=False, compare=False)
-
-    def _ad(self, alg: str, collection: str, path: str) -> bytes:
-        ad = self._ads.get((alg, collection, path))
-        if ad is None:
-            ad = self._ads[(alg, collection, path)] = associated_data(self.id, alg, collection, path)
-        return ad
+    siv_subkey: bytes = field(repr=False)
+    gcm_v1: AESGCM = field(repr=False)
+    siv_v1: AESSIV = field(repr=False)
 
     @classmethod
     def from_secret(cls, key_id: str, secret: bytes) -> DataKey:
@@ -109,98 +164,93 @@ class DataKey:
             raise EnvelopeError(f"key id {key_id!r} must be 1-32 lowercase letters or digits")
         if len(secret) != 32:
             raise EnvelopeError(f"key {key_id}: secret must be 32 bytes, got {len(secret)}")
-        gcm, siv = derive(secret, INFO_GCM, 32), derive(secret, INFO_SIV, 64)
-        return cls(key_id, AESGCM(gcm), AESSIV(siv), (gcm, siv))
+        siv = derive(secret, INFO_SIV, 64)
+        return cls(key_id, derive(secret, INFO_GCM, 32), AESSIV(siv), siv,
+                   AESGCM(derive(secret, INFO_GCM_V1, 32)), AESSIV(derive(secret, INFO_SIV_V1, 64)))
 
-    def encrypt(self, plaintext: bytes, collection: str, path: str, nonce: bytes | None = None) -> str:
-        """Randomized AES-256-GCM. `nonce` is for test vectors only; leave it None."""
-        nonce = _NONCES.take() if nonce is None else nonce
-        ad = self._ads.get((ALG_RANDOM, collection, path)) or self._ad(ALG_RANDOM, collection, path)
-        return f"{SCHEME}.{self.id}.{ALG_RANDOM}.{b64url(nonce + self.gcm.encrypt(nonce, plaintext, ad))}"
+    def batch(self, salt: bytes | None = None) -> BatchKey:
+        return BatchKey(self, salt)
+
+    def encrypt(self, plaintext: bytes, collection: str, path: str, record_id: str = "") -> str:
+        """Randomized, under a batch key of its own (one value: DLQ payloads, operator tools)."""
+        return self.batch().seal(plaintext, associated_data(self.id, ALG_RANDOM, collection, path, record_id))
 
     def encrypt_deterministic(self, plaintext: bytes, collection: str, path: str) -> str:
-        ad = self._ad(ALG_DETERMINISTIC, collection, path)
+        ad = associated_data(self.id, ALG_DETERMINISTIC, collection, path)
         return f"{SCHEME}.{self.id}.{ALG_DETERMINISTIC}.{b64url(self.siv.encrypt(plaintext, [ad]))}"
 
-    def sealer(self, alg: str, collection: str, path: str) -> Callable[[bytes], str]:
-        """`encrypt` (alg "g") or `encrypt_deterministic` (alg "s") for one collection and field,
-        with the associated data, prefix and cipher bound once: the processor's per-value call.
-        Same output as those two methods (tests/unit/smt/test_smt_envelope.py)."""
-        ad = self._ad(alg, collection, path)
-        prefix = f"{SCHEME}.{self.id}.{alg}."
-        b2a, urlsafe = binascii.b2a_base64, _URLSAFE
-        if alg == ALG_RANDOM:
-            seal, take, pool = self.gcm.encrypt, _NONCES.take, _NONCES.pool
 
-            def gcm(plaintext: bytes) -> str:
-                try:
-                    nonce = pool.pop()
-                except IndexError:  # empty (or another thread took the last one): refill
-                    nonce = take()
-                return prefix + b2a(nonce + seal(nonce, plaintext, ad), newline=False).rstrip(b"=").translate(
-                    urlsafe).decode("ascii")
-
-            return gcm
-        if alg != ALG_DETERMINISTIC:
-            raise EnvelopeError(f"unknown envelope algorithm {alg!r} (expected g or s)")
-        siv, ads = self.siv.encrypt, [ad]
-
-        def deterministic(plaintext: bytes) -> str:
-            return prefix + b2a(siv(plaintext, ads), newline=False).rstrip(b"=").translate(urlsafe).decode("ascii")
-
-        return deterministic
-
-
-def parse(envelope: str) -> tuple[str, str, str]:
-    """Split an envelope into (key id, alg, payload) or raise EnvelopeError."""
-    m = ENVELOPE.match(envelope)
+def parse(envelope: str) -> tuple[str, str, str, bytes]:
+    """(version, key id, alg, payload) of a strictly valid envelope, or EnvelopeError: the whole
+    string must match, the payload be canonical base64url and long enough for its algorithm."""
+    m = ENVELOPE.fullmatch(envelope) if isinstance(envelope, str) else None
     if not m:
-        raise EnvelopeError("value is not a pf1 envelope (expected pf1.<key id>.<g|s>.<base64url>)")
-    return m.group(1), m.group(2), m.group(3)
+        raise EnvelopeError("value is not an envelope (expected pf2.<key id>.<g|s>.<base64url>)")
+    version, key_id, alg, text = m.groups()
+    raw = canonical_unb64url(text)
+    if len(raw) < _MIN_PAYLOAD[(version, alg)]:
+        raise EnvelopeError(f"envelope payload is too short for alg {alg}")
+    return version, key_id, alg, raw
 
 
 def is_envelope(value: object) -> bool:
-    return isinstance(value, str) and ENVELOPE.match(value) is not None
+    """The shape only (the guard's check on what the transform wrote); `parse` is the strict reader."""
+    return isinstance(value, str) and ENVELOPE.fullmatch(value) is not None
 
 
-def decrypt(keys: Mapping[str, DataKey], envelope: str, collection: str, path: str) -> bytes:
-    key_id, alg, payload = parse(envelope)
+def decrypt(keys: Mapping[str, DataKey], envelope: str, collection: str, path: str, record_id: str = "") -> bytes:
+    """The plaintext of an envelope written for `collection`/`path` (and, pf2 `g`, the record with
+    business key `record_id`)."""
+    version, key_id, alg, raw = parse(envelope)
     key = keys.get(key_id)
     if key is None:
         raise EnvelopeError(f"envelope names key {key_id}, which the keyring does not hold (restore it)")
     try:
-        raw = unb64url(payload)
-    except (binascii.Error, ValueError):
-        raise EnvelopeError("envelope payload is not base64url") from None
-    ad = associated_data(key_id, alg, collection, path)
-    try:
+        if version == "1":
+            ad = associated_data_v1(key_id, alg, collection, path)
+            if alg == ALG_RANDOM:
+                return key.gcm_v1.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], ad)
+            return key.siv_v1.decrypt(raw, [ad])
+        ad = associated_data(key_id, alg, collection, path, record_id)
         if alg == ALG_RANDOM:
-            if len(raw) < NONCE_BYTES + 16:
-                raise EnvelopeError("envelope payload is too short for AES-GCM")
-            return key.gcm.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], ad)
+            batch = BatchKey(key, raw[:SALT_BYTES])
+            body = raw[SALT_BYTES:]
+            return batch.gcm.decrypt(body[:NONCE_BYTES], body[NONCE_BYTES:], ad)
         return key.siv.decrypt(raw, [ad])
     except InvalidTag:
+        bound = f" record {record_id!r}" if version == "2" and alg == ALG_RANDOM else ""
         raise EnvelopeError(
-            f"envelope does not authenticate for {collection}.{path} with key {key_id} "
-            "(wrong collection/field, or tampered)"
+            f"envelope does not authenticate for {collection}.{path}{bound} with key {key_id} "
+            "(wrong collection, field or record, or tampered)"
         ) from None
 
 
 class BlindIndexer:
-    """HMAC-SHA256 of the normalized value under the keyring's index key; lowercase hex.
-    Not bound to a field, so the same email joins across collections."""
+    """`<index key id>.<hex HMAC-SHA256>` of a normalized value, under a subkey per kind of value
+    (email, phone, none), so an email and a phone number never share an index key. Not bound to a
+    field: the same email joins across collections."""
 
     CACHE_LIMIT = 200_000  # contacts repeat across purchases; cleared when full
+    KINDS = ("email", "phone", "none")
 
-    def __init__(self, index_secret: bytes):
-        self.key = derive(index_secret, INFO_BLIND_INDEX, 32)  # never printed; the native transform needs it
-        self._cache: dict[str, str] = {}
-        self.cached = self._cache.get  # the hit path without a call into __call__
+    def __init__(self, index_secret: bytes, key_id: str = "i0"):
+        self.id = key_id
+        # never printed; the native transform needs them
+        self.keys = {kind: derive(index_secret, INFO_BLIND_INDEX + kind.encode(), 32) for kind in self.KINDS}
+        self._caches: dict[str, dict[str, str]] = {kind: {} for kind in self.KINDS}
 
-    def __call__(self, normalized: str) -> str:
-        digest = self._cache.get(normalized)
+    def cached(self, kind: str) -> Callable[[str], str | None]:
+        """The cache lookup of one kind: the hit path without a call into `index`."""
+        return self._caches[kind].get
+
+    def index(self, normalized: str, kind: str = "none") -> str:
+        cache = self._caches[kind]
+        digest = cache.get(normalized)
         if digest is None:
-            if len(self._cache) >= self.CACHE_LIMIT:
-                self._cache.clear()
-            digest = self._cache[normalized] = hmac.digest(self.key, normalized.encode(), hashlib.sha256).hex()
+            if len(cache) >= self.CACHE_LIMIT:
+                cache.clear()
+            mac = hmac.digest(self.keys[kind], normalized.encode(), hashlib.sha256).hex()
+            digest = cache[normalized] = f"{self.id}.{mac}"
         return digest
+
+    __call__ = index

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -30,7 +31,7 @@ from phonenumbers import Leniency, PhoneMetadata, PhoneNumberMatcher, Validation
 
 from smt.envelope import is_envelope
 
-HEX64 = re.compile(r"^[0-9a-f]{64}$")  # a blind index: lowercase hex HMAC-SHA256
+BIDX = re.compile(r"[a-z0-9]{1,32}\.[0-9a-f]{64}")  # a blind index: <index key id>.<hex HMAC-SHA256>
 # Local part: letters and digits of any script plus RFC 5322 atext punctuation; domain: labels of
 # letters, digits and hyphens of any script, at least two, the last starting with a letter.
 EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@(?:[\w-]+\.)+[^\W\d_][\w-]*")
@@ -124,6 +125,11 @@ def scan_record(record: Any, region: str, skip: dict[int, frozenset[str]] | None
     `skip` maps id(object) to the names of its members the transform itself wrote (envelopes and
     blind indexes, checked by shape instead). Iterative, so any nesting is safe; deeper than
     MAX_DEPTH raises `DepthError`."""
+    return next(findings(record, region, skip), None)
+
+
+def findings(record: Any, region: str, skip: dict[int, frozenset[str]] | None = None) -> Iterator[Finding]:
+    """Every email or phone number among the record's strings and object keys (see scan_record)."""
     thresholds = phone_thresholds(region)
     stack: list[tuple[Any, int]] = [(record, 0)]
     while stack:
@@ -133,20 +139,19 @@ def scan_record(record: Any, region: str, skip: dict[int, frozenset[str]] | None
         if node.__class__ is str:
             what = detect(node, region, thresholds)
             if what:
-                return Finding(what, "a value", depth)
+                yield Finding(what, "a value", depth)
         elif node.__class__ is dict:
             written = skip.get(id(node)) if skip else None
             for key, value in node.items():
                 what = detect(key, region, thresholds)
                 if what:
-                    return Finding(what, "an object key", depth + 1)
+                    yield Finding(what, "an object key", depth + 1)
                 if written is not None and key in written:
                     continue
                 if value.__class__ in (dict, list, str):
                     stack.append((value, depth + 1))
         elif node.__class__ is list:
             stack.extend((v, depth + 1) for v in node if v.__class__ in (dict, list, str))
-    return None
 
 
 class DepthError(ValueError):
@@ -171,7 +176,7 @@ def check_envelope(value: Any, nullable: bool) -> str | None:
 
 
 def is_blind_index(value: Any) -> bool:
-    return isinstance(value, str) and HEX64.fullmatch(value) is not None
+    return isinstance(value, str) and BIDX.fullmatch(value) is not None
 
 
 def check_index(value: Any, nullable: bool) -> str | None:

@@ -365,8 +365,9 @@ def parse_keyring(data: Any, origin: str, kek_id: str | None = None) -> Keyring:
                   for e in sorted(index_entries, key=lambda e: order.get(e["state"], 9)) if e["state"] in order}
     info = [KeyInfo(str(e["id"]), str(e.get("created_at", "")), e["state"], "data") for e in entries]
     info += [KeyInfo(str(e["id"]), str(e.get("created_at", "")), e["state"], "index") for e in index_entries]
-    return Keyring(usable[active], KeyMap(usable, refused), BlindIndexer(index_keys[active_index]), info, origin,
-                   index_keys, active_index, dual, kek_id)
+    indexer = BlindIndexer(index_keys[active_index], active_index)
+    return Keyring(usable[active], KeyMap(usable, refused), indexer, info, origin, index_keys, active_index, dual,
+                   kek_id)
 
 
 # ---- files -------------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ import orjson
 
 from fresh.errors import ConfigError, FreshError
 from fresh.pipeline import Entity, PiiField
-from smt.envelope import ENVELOPE, SCHEME, associated_data
-from smt.guard import HEX64, DepthError, check_envelope, check_index, phone_thresholds, scan_record
+from smt.envelope import ALG_DETERMINISTIC, ALG_RANDOM, ENVELOPE, SCHEME, BatchKey, associated_data, b64url
+from smt.guard import BIDX, DepthError, check_envelope, check_index, phone_thresholds, scan_record
 from smt.keyring import Keyring
 from smt.normalize import NormalizeError, normalize, normalize_email, normalize_phone
 
@@ -37,8 +37,8 @@ PLAINTEXT_PII = "plaintext_pii"
 DUPLICATE_KEY = "duplicate_key"
 # A JSON string literal, optionally followed by ':' (then it is an object key), or a run of other bytes.
 _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"(\s*:)?|[^"]+', re.DOTALL)
-_ENVELOPE_MATCH = ENVELOPE.match
-_HEX64_MATCH = HEX64.match
+_ENVELOPE_MATCH = ENVELOPE.fullmatch
+_BIDX_MATCH = BIDX.fullmatch
 
 
 class RecordError(FreshError):
@@ -190,6 +190,8 @@ class Transformer:
         self.native = native and smt_native is not None and bool(self.rules) and all(
             r.parents is not None for r in self.rules)
         self._native: Any = None
+        self._batch: BatchKey | None = None  # the batch key of randomized fields (smt/envelope.py)
+        self._record_id = b""  # the business key of the record being transformed: bound into `g` envelopes
 
     def plan(self, keyring: Keyring) -> list[tuple[Rule, Op]]:
         """The compiled rules for this keyring (rebuilt when a rotation brings a new keyring)."""
@@ -206,8 +208,18 @@ class Transformer:
                   associated_data(key.id, r.encrypt, self.collection, r.path) if r.encrypt else b"",
                   f"{SCHEME}.{key.id}.{r.encrypt}." if r.encrypt else "") for r in self.rules]
         assert smt_native is not None  # self.native says so
-        return smt_native.RecordSealer(rules, key.subkeys[0], key.subkeys[1], keyring.blind_index.key,
-                                       normalize_phone, self.default_region, phone_thresholds(self.default_region))
+        index = keyring.blind_index
+        return smt_native.RecordSealer(rules, key.siv_subkey, index.id, [index.keys[k] for k in index.KINDS],
+                                       self.entity.business_key, normalize_phone, self.default_region,
+                                       phone_thresholds(self.default_region))
+
+    def _batch_key(self, keyring: Keyring) -> BatchKey:
+        """The current batch key: a new one per processor batch (`transform_many`), after a key
+        rotation, and after BATCH_LIMIT values."""
+        batch = self._batch
+        if batch is None or batch.key_id != keyring.active.id or batch.spent:
+            batch = self._batch = keyring.active.batch()
+        return batch
 
     def transform_many(self, values: list[bytes | None], keyring: Keyring,
                        threads: int = 1) -> list[bytes | RecordError | None]:
@@ -219,8 +231,10 @@ class Transformer:
             if keyring is not self._plan_keyring:
                 self.plan(keyring)
             limit = self.max_record_bytes  # b"" (not JSON) leaves tombstones and oversize values to __call__
+            batch = self._batch = keyring.active.batch()
             sealed = self._native.transform_many(
-                [v if v is not None and len(v) <= limit else b"" for v in values], threads)
+                [v if v is not None and len(v) <= limit else b"" for v in values], threads, batch.salt, batch.secret)
+            batch.uses += len(values)  # an upper bound on the values it sealed per field
         else:
             sealed = [None] * len(values)
         outs: list[bytes | RecordError | None] = []
@@ -243,8 +257,10 @@ class Transformer:
         if self.native:
             if keyring is not self._plan_keyring:
                 self.plan(keyring)
-            out: bytes | None = self._native.transform(value)
+            batch = self._batch_key(keyring)
+            out: bytes | None = self._native.transform(value, batch.salt, batch.secret)
             if out is not None:
+                batch.uses += 1
                 return out
         try:
             record = orjson.loads(value)
@@ -261,6 +277,7 @@ class Transformer:
             self._scan(record, None)
             return value
         plan = self._plan if keyring is self._plan_keyring else self.plan(keyring)
+        self._record_id = record_id(record, self.entity).encode()
         written: dict[int, frozenset[str]] = {}
         for rule, op in plan:
             # Rules never nest (validated at load), so each node is final once its rule ran: the
@@ -306,11 +323,14 @@ class Transformer:
 
         if not rule.encrypt and not rule.index:
             return general  # drop or keep: nothing per value worth inlining
-        seal = keyring.active.sealer(rule.encrypt, self.collection, path) if rule.encrypt else None
+        key = keyring.active
+        ad = associated_data(key.id, rule.encrypt, self.collection, path) if rule.encrypt else b""
+        siv, siv_ad, siv_prefix = key.siv.encrypt, [ad], f"{SCHEME}.{key.id}.{ALG_DETERMINISTIC}."
         indexer = keyring.blind_index if rule.index else None
-        cached_index = keyring.blind_index.cached if rule.index else None
-        remove, kind, region = rule.remove, rule.normalize, self.default_region
-        envelope_match, hex_match = _ENVELOPE_MATCH, _HEX64_MATCH
+        kind = rule.normalize
+        cached_index = keyring.blind_index.cached(kind) if rule.index else None
+        remove, encrypt, region = rule.remove, rule.encrypt, self.default_region
+        envelope_match, index_match = _ENVELOPE_MATCH, _BIDX_MATCH
 
         def op(node: dict[str, Any]) -> None:
             value = node[name]
@@ -325,14 +345,17 @@ class Transformer:
                 except NormalizeError as exc:
                     raise RecordError(NOT_NORMALIZABLE, f"{path}: {exc}") from None
             if indexer is not None:
-                digest = node[index_name] = cached_index(plain) or indexer(plain)  # type: ignore[misc]
-            if seal is not None:
-                sealed = node[name] = seal(plain.encode())
+                digest = node[index_name] = cached_index(plain) or indexer.index(plain, kind)  # type: ignore[misc]
+            if encrypt:
+                if encrypt == ALG_RANDOM:
+                    sealed = node[name] = self._batch_key(keyring).seal(plain.encode(), ad + self._record_id)
+                else:
+                    sealed = node[name] = siv_prefix + b64url(siv(plain.encode(), siv_ad))
                 if not envelope_match(sealed):  # the guard, on what was just written
                     raise RecordError(PLAINTEXT_PII, f"{path}: protected field {check_envelope(sealed, False)}")
             elif remove:
                 del node[name]
-            if indexer is not None and not hex_match(digest):
+            if indexer is not None and not index_match(digest):
                 raise RecordError(PLAINTEXT_PII, f"{path}_bidx: protected field {check_index(digest, False)}")
 
         return op
@@ -362,9 +385,10 @@ class Transformer:
         except NormalizeError as exc:
             raise RecordError(NOT_NORMALIZABLE, f"{rule.path}: {exc}") from None
         if rule.index:
-            node[name + "_bidx"] = keyring.blind_index(plain)
+            node[name + "_bidx"] = keyring.blind_index.index(plain, rule.normalize)
         if rule.encrypt == "g":
-            node[name] = keyring.active.encrypt(plain.encode(), self.collection, rule.path)
+            ad = associated_data(keyring.active.id, ALG_RANDOM, self.collection, rule.path)
+            node[name] = self._batch_key(keyring).seal(plain.encode(), ad + self._record_id)
         elif rule.encrypt == "s":
             node[name] = keyring.active.encrypt_deterministic(plain.encode(), self.collection, rule.path)
         elif rule.remove:
@@ -395,14 +419,23 @@ class Transformer:
             raise RecordError(PLAINTEXT_PII, f"{where}: protected field {problem}")
 
 
+def record_id(record: dict[str, Any], entity: Entity) -> str:
+    """The record's business key as text: what a `g` envelope is bound to (docs/pii.md)."""
+    value = record.get(entity.business_key)
+    if value is None:
+        return ""
+    return value if value.__class__ is str else orjson.dumps(value).decode()
+
+
 def decrypt_record(record: dict[str, Any], entity: Entity, keyring: Keyring) -> dict[str, Any]:
     """Replace each envelope at an encrypted policy path with its plaintext (operators only)."""
     from smt.envelope import decrypt, is_envelope
 
+    rid = record_id(record, entity)
     for rule in compile_rules(entity):
         if not rule.encrypt:
             continue
         for node in _leaves(record, rule):
             if is_envelope(node.get(rule.leaf)):
-                node[rule.leaf] = decrypt(keyring.keys, node[rule.leaf], entity.collection, rule.path).decode()
+                node[rule.leaf] = decrypt(keyring.keys, node[rule.leaf], entity.collection, rule.path, rid).decode()
     return record

@@ -93,8 +93,8 @@ def test_cdc_records_reach_mart_encrypted_exactly_once(
         # The warehouse holds ciphertext that decrypts to the normalized original, never plaintext.
         row = backend.query(f"SELECT customer_id, email FROM {raw_db}.customers WHERE email != '' "
                             f"ORDER BY customer_id LIMIT 1")[0]
-        assert row["email"].startswith("pf1.")
-        plain = decrypt(keyring.current().keys, row["email"], "customers", "email").decode()
+        assert row["email"].startswith("pf2.")
+        plain = decrypt(keyring.current().keys, row["email"], "customers", "email", row["customer_id"]).decode()
         assert plain == normalize_email(emails[row["customer_id"]])
         _, findings = audit(backend, cfg)
         assert findings == []

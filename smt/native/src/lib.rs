@@ -33,6 +33,25 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 const NONCE_BYTES: usize = 12;
+const SALT_BYTES: usize = 16;
+
+/// The AES-256-GCM key of one batch and the salt it was derived with (`smt.envelope.BatchKey`).
+struct Batch {
+    gcm: Aes256Gcm,
+    salt: [u8; SALT_BYTES],
+}
+
+impl Batch {
+    fn new(salt: &[u8], key: &[u8]) -> PyResult<Self> {
+        Ok(Batch {
+            gcm: Aes256Gcm::new_from_slice(key)
+                .map_err(|_| PyValueError::new_err("batch key must be 32 bytes"))?,
+            salt: salt
+                .try_into()
+                .map_err(|_| PyValueError::new_err("salt must be 16 bytes"))?,
+        })
+    }
+}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Normalize {
@@ -64,9 +83,13 @@ struct Rule {
 #[pyclass(frozen, module = "smt_native")]
 struct RecordSealer {
     rules: Vec<Rule>,
-    gcm: Aes256Gcm,
     siv_key: [u8; 64],
-    index_mac: Hmac<Sha256>,
+    /// `<index key id>.`: the prefix of every blind index
+    index_prefix: String,
+    /// HMAC keys per normalizer (none, email, phone): an email and a phone never share one
+    index_macs: [Hmac<Sha256>; 3],
+    /// the record field whose value a `g` envelope is bound to (the entity's business key)
+    business_key: String,
     normalize_phone: Py<PyAny>,
     region: Py<PyAny>,
     phone_region: Option<Region>,
@@ -439,11 +462,12 @@ fn parent<'s, 'a>(node: &'s mut Obj<'a>, parents: &[String]) -> Parent<'s, 'a> {
 }
 
 impl RecordSealer {
-    fn blind_index(&self, plain: &str) -> String {
-        let mut mac = self.index_mac.clone();
+    fn blind_index(&self, plain: &str, kind: Normalize) -> String {
+        let mut mac = self.index_macs[kind as usize].clone();
         mac.update(plain.as_bytes());
         let digest = mac.finalize().into_bytes();
-        let mut out = String::with_capacity(64);
+        let mut out = String::with_capacity(self.index_prefix.len() + 64);
+        out.push_str(&self.index_prefix);
         for b in digest {
             out.push(char::from(b"0123456789abcdef"[(b >> 4) as usize]));
             out.push(char::from(b"0123456789abcdef"[(b & 15) as usize]));
@@ -451,34 +475,15 @@ impl RecordSealer {
         out
     }
 
-    fn seal(&self, rule: &Rule, plain: &str, nonce: &[u8]) -> Option<String> {
-        let payload = match rule.encrypt {
-            Encrypt::Random => {
-                let sealed = self
-                    .gcm
-                    .encrypt(
-                        Nonce::from_slice(nonce),
-                        Payload {
-                            msg: plain.as_bytes(),
-                            aad: &rule.ad,
-                        },
-                    )
-                    .ok()?;
-                let mut payload = Vec::with_capacity(NONCE_BYTES + sealed.len());
-                payload.extend_from_slice(nonce);
-                payload.extend_from_slice(&sealed);
-                payload
-            }
-            Encrypt::Deterministic => {
-                let mut siv = Aes256Siv::new(&self.siv_key.into());
-                siv.encrypt([&rule.ad], plain.as_bytes()).ok()?
-            }
-            Encrypt::None => return None,
-        };
-        let mut out = String::with_capacity(rule.prefix.len() + payload.len() * 4 / 3 + 4);
-        out.push_str(&rule.prefix);
-        URL_SAFE_NO_PAD.encode_string(&payload, &mut out);
-        Some(out)
+    fn seal(
+        &self,
+        rule: &Rule,
+        plain: &str,
+        nonce: &[u8],
+        batch: &Batch,
+        record_id: &str,
+    ) -> Option<String> {
+        seal_with(rule, plain, nonce, batch, record_id, &self.siv_key)
     }
 
     /// `py` is None on a worker thread: a phone number that needs Python's phonenumbers then
@@ -515,7 +520,25 @@ impl RecordSealer {
     }
 
     /// Applies the rules to `record` in place; false means "take the Python path".
-    fn apply<'a>(&'a self, py: Option<Python<'_>>, record: &mut Obj<'a>, nonces: &[u8]) -> bool {
+    fn apply<'a>(
+        &'a self,
+        py: Option<Python<'_>>,
+        record: &mut Obj<'a>,
+        nonces: &[u8],
+        batch: &Batch,
+    ) -> bool {
+        // `smt.transform.record_id`: a string's text, "" when absent or null; anything else: Python
+        let record_id: String = match record.get_mut(&self.business_key) {
+            None => String::new(),
+            Some(Slot::Raw(raw)) if raw.get() == "null" => String::new(),
+            Some(Slot::Raw(raw)) if raw.get().starts_with('"') => {
+                match serde_json::from_str(raw.get()) {
+                    Ok(text) => text,
+                    Err(_) => return false,
+                }
+            }
+            Some(_) => return false,
+        };
         let mut next_nonce = 0;
         for rule in &self.rules {
             let node = match parent(record, &rule.parents) {
@@ -547,7 +570,10 @@ impl RecordSealer {
                 return false;
             };
             if rule.index {
-                node.set(&rule.index_name, Slot::Token(self.blind_index(&plain)));
+                node.set(
+                    &rule.index_name,
+                    Slot::Token(self.blind_index(&plain, rule.normalize)),
+                );
             }
             if rule.encrypt != Encrypt::None {
                 let nonce = if rule.encrypt == Encrypt::Random {
@@ -556,7 +582,7 @@ impl RecordSealer {
                 } else {
                     &[][..]
                 };
-                let Some(sealed) = self.seal(rule, &plain, nonce) else {
+                let Some(sealed) = self.seal(rule, &plain, nonce, batch, &record_id) else {
                     return false;
                 };
                 node.set(&rule.leaf, Slot::Token(sealed));
@@ -573,7 +599,7 @@ impl RecordSealer {
     /// rules: list of (parents, leaf, encrypt "g"|"s"|"", index, remove, normalize "email"|"phone"|"",
     /// associated data, envelope prefix), in policy order; array-free paths only.
     #[new]
-    #[pyo3(signature = (rules, gcm_key, siv_key, index_key, normalize_phone, region, thresholds))]
+    #[pyo3(signature = (rules, siv_key, index_id, index_keys, business_key, normalize_phone, region, thresholds))]
     #[allow(clippy::too_many_arguments)]
     #[allow(clippy::type_complexity)]
     fn new(
@@ -588,22 +614,29 @@ impl RecordSealer {
             Vec<u8>,
             String,
         )>,
-        gcm_key: &[u8],
         siv_key: &[u8],
-        index_key: &[u8],
+        index_id: &str,
+        index_keys: Vec<Vec<u8>>,
+        business_key: String,
         normalize_phone: Py<PyAny>,
         region: &str,
         thresholds: (usize, usize),
     ) -> PyResult<Self> {
         let phone_region = region.parse::<Region>().ok();
         let region = pyo3::types::PyString::new(py, region).into_any().unbind();
-        let gcm = Aes256Gcm::new_from_slice(gcm_key)
-            .map_err(|_| PyValueError::new_err("gcm_key must be 32 bytes"))?;
         let siv_key: [u8; 64] = siv_key
             .try_into()
             .map_err(|_| PyValueError::new_err("siv_key must be 64 bytes"))?;
-        let index_mac = <Hmac<Sha256> as Mac>::new_from_slice(index_key)
-            .map_err(|_| PyValueError::new_err("index_key is not a valid HMAC key"))?;
+        // smt.envelope.BlindIndexer.KINDS order: email, phone, none
+        let mac = |i: usize| {
+            index_keys
+                .get(i)
+                .and_then(|k| <Hmac<Sha256> as Mac>::new_from_slice(k).ok())
+                .ok_or_else(|| {
+                    PyValueError::new_err("index_keys: three HMAC keys (email, phone, none)")
+                })
+        };
+        let index_macs = [mac(2)?, mac(0)?, mac(1)?]; // indexed by Normalize: None, Email, Phone
         let mut compiled = Vec::with_capacity(rules.len());
         for (parents, leaf, encrypt, index, remove, normalize, ad, prefix) in rules {
             let encrypt = match encrypt.as_str() {
@@ -641,9 +674,10 @@ impl RecordSealer {
             .count();
         Ok(RecordSealer {
             rules: compiled,
-            gcm,
             siv_key,
-            index_mac,
+            index_prefix: format!("{index_id}."),
+            index_macs,
+            business_key,
             normalize_phone,
             region,
             phone_region,
@@ -658,9 +692,12 @@ impl RecordSealer {
         &self,
         py: Python<'py>,
         value: &[u8],
+        salt: &[u8],
+        batch_key: &[u8],
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let batch = Batch::new(salt, batch_key)?;
         let out = self
-            .seal_record(Some(py), value)
+            .seal_record(Some(py), value, &batch)
             .map_err(|e| PyValueError::new_err(format!("getrandom: {e}")))?;
         Ok(out.map(|out| PyBytes::new(py, &out)))
     }
@@ -668,13 +705,17 @@ impl RecordSealer {
     /// `transform` of many values at once, on `threads` threads without the GIL (a batch of the
     /// processor). None where the Python path must decide, as `transform`, and also where a phone
     /// number needs Python's phonenumbers: `transform` of that value then settles it.
-    #[pyo3(signature = (values, threads = 2))]
+    #[pyo3(signature = (values, threads, salt, batch_key))]
     fn transform_many<'py>(
         &self,
         py: Python<'py>,
         values: Vec<Bound<'py, PyBytes>>,
         threads: usize,
+        salt: &[u8],
+        batch_key: &[u8],
     ) -> PyResult<Vec<Option<Bound<'py, PyBytes>>>> {
+        let batch = Batch::new(salt, batch_key)?;
+        let batch = &batch;
         let slices: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
         let chunk = slices
             .len()
@@ -683,7 +724,7 @@ impl RecordSealer {
         let sealed: Result<Vec<Option<Vec<u8>>>, getrandom::Error> = py.allow_threads(|| {
             let seal = |part: &[&[u8]]| {
                 part.iter()
-                    .map(|v| self.seal_record(None, v))
+                    .map(|v| self.seal_record(None, v, batch))
                     .collect::<Result<Vec<_>, _>>()
             };
             let mut parts = slices.chunks(chunk);
@@ -711,6 +752,7 @@ impl RecordSealer {
         &self,
         py: Option<Python<'_>>,
         value: &[u8],
+        batch: &Batch,
     ) -> Result<Option<Vec<u8>>, getrandom::Error> {
         if needs_python_reading(value) {
             return Ok(None);
@@ -723,7 +765,7 @@ impl RecordSealer {
         // so a forked process can never hand out its parent's nonces.
         let mut nonces = vec![0u8; NONCE_BYTES * self.random_fields];
         getrandom::getrandom(&mut nonces)?;
-        if !self.apply(py, &mut record, &nonces) {
+        if !self.apply(py, &mut record, &nonces, batch) {
             return Ok(None);
         }
         if !record.clean(0, self.thresholds) {
@@ -735,10 +777,81 @@ impl RecordSealer {
     }
 }
 
+/// One envelope (`smt.envelope`): `g` under the batch key, bound to the record id; `s` by AES-SIV.
+fn seal_with(
+    rule: &Rule,
+    plain: &str,
+    nonce: &[u8],
+    batch: &Batch,
+    record_id: &str,
+    siv_key: &[u8; 64],
+) -> Option<String> {
+    let payload = match rule.encrypt {
+        Encrypt::Random => {
+            let mut ad = Vec::with_capacity(rule.ad.len() + record_id.len());
+            ad.extend_from_slice(&rule.ad);
+            ad.extend_from_slice(record_id.as_bytes());
+            let sealed = batch
+                .gcm
+                .encrypt(
+                    Nonce::from_slice(nonce),
+                    Payload {
+                        msg: plain.as_bytes(),
+                        aad: &ad,
+                    },
+                )
+                .ok()?;
+            let mut payload = Vec::with_capacity(SALT_BYTES + NONCE_BYTES + sealed.len());
+            payload.extend_from_slice(&batch.salt);
+            payload.extend_from_slice(nonce);
+            payload.extend_from_slice(&sealed);
+            payload
+        }
+        Encrypt::Deterministic => {
+            let mut siv = Aes256Siv::new(siv_key.into());
+            siv.encrypt([&rule.ad], plain.as_bytes()).ok()?
+        }
+        Encrypt::None => return None,
+    };
+    let mut out = String::with_capacity(rule.prefix.len() + payload.len() * 4 / 3 + 4);
+    out.push_str(&rule.prefix);
+    URL_SAFE_NO_PAD.encode_string(&payload, &mut out);
+    Some(out)
+}
+
 /// E.164 of a plain phone number as the native path computes it, or None (Python decides).
 #[pyfunction]
 fn plain_phone(value: &str, region: &str) -> Option<String> {
     plain_phone_e164(value, region.parse::<Region>().ok()?)
+}
+
+/// A `g` envelope with a given nonce: test vectors only (the processor's nonces are random).
+#[pyfunction]
+fn gcm_envelope(
+    prefix: &str,
+    salt: &[u8],
+    batch_key: &[u8],
+    nonce: &[u8],
+    ad: &[u8],
+    plaintext: &str,
+) -> PyResult<String> {
+    let batch = Batch::new(salt, batch_key)?;
+    if nonce.len() != NONCE_BYTES {
+        return Err(PyValueError::new_err("nonce must be 12 bytes"));
+    }
+    let rule = Rule {
+        parents: vec![],
+        leaf: String::new(),
+        index_name: String::new(),
+        encrypt: Encrypt::Random,
+        index: false,
+        remove: false,
+        normalize: Normalize::None,
+        ad: ad.to_vec(),
+        prefix: prefix.to_owned(),
+    };
+    seal_with(&rule, plaintext, nonce, &batch, "", &[0u8; 64])
+        .ok_or_else(|| PyValueError::new_err("encryption failed"))
 }
 
 /// Whether the native guard hands back text like this (tests compare it with smt.guard).
@@ -767,6 +880,7 @@ fn smt_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RecordSealer>()?;
     m.add_function(wrap_pyfunction!(plain_phone, m)?)?;
     m.add_function(wrap_pyfunction!(is_suspicious, m)?)?;
+    m.add_function(wrap_pyfunction!(gcm_envelope, m)?)?;
     m.add_function(wrap_pyfunction!(simple_email, m)?)?;
     Ok(())
 }

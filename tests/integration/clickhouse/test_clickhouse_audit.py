@@ -4,8 +4,8 @@ keeps them, so each test looks at its own check)."""
 
 from __future__ import annotations
 
-from clickhouse.audit import audit
-from clickhouse.backend import ChdbBackend
+from clickhouse.audit import audit, check_plaintext
+from clickhouse.backend import ChdbBackend, quote
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 
@@ -48,8 +48,51 @@ def test_audit_finds_plaintext_email_and_phone_without_echoing_them(
     findings = [f for f in findings if f.check == "plaintext_pii"]
     details = sorted(f.detail for f in findings)
     assert details == [
-        "column raw_message: 1 row(s) look like a plaintext email",
-        "column raw_message: 1 row(s) look like a plaintext phone",
+        "column raw_message: 1 value(s) look like a plaintext email",
+        "column raw_message: 1 value(s) look like a plaintext phone",
     ]
     assert all(f.table == f"{raw}.kafka_errors" for f in findings)
     assert not any("example.com" in d or "555" in d for d in details)
+
+
+def test_audit_reads_what_the_processor_guard_reads(chdb_backend: ChdbBackend, pipeline: PipelineConfig,
+                                                    unique: str) -> None:
+    """The processor's detectors over every string, array and map column, JSON escapes decoded;
+    envelopes, blind indexes and ordinary text are not findings. Its own databases, so no other
+    test's rows count."""
+    from clickhouse.secure_records import blind_index, fake_envelope
+
+    cfg = pipeline.isolated(f"audit{unique}")
+    db = cfg.clickhouse.raw_database
+    chdb_backend.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+    chdb_backend.execute(
+        f"CREATE TABLE {db}.t (id UInt32, s String, n Nullable(String), a Array(String), "
+        "aa Array(Array(String)), m Map(String, String)) ENGINE = MergeTree ORDER BY id"
+    )
+    rows = [
+        (1, "anna\\u0040example.com", None, [], [], {}),  # a literal JSON escape
+        (2, "", "анна@пример.рф", [], [], {}),  # any script
+        (3, "", None, ["ok", "bob＠example.org"], [], {}),  # full-width at, in an array
+        (4, "", None, [], [["x"], ["звоните 8 (912) 123-45-67"]], {}),  # phone in free text, nested array
+        (5, "", None, [], [], {"zoe@example.com": "1"}),  # a map key
+        (6, '{"contacts": {"+79121234567": true}}', None, [], [], {}),  # a JSON object key
+        # not findings: what the processor writes, and ordinary text and ids
+        (7, fake_envelope("anna@example.com"), blind_index("anna@example.com"), ["Молоко 3,2%", "T00000001"],
+         [["S001"]], {"price": "1234567.89"}),
+    ]
+    values = ", ".join(
+        f"({i}, {quote(s)}, {'NULL' if n is None else quote(n)}, [{', '.join(quote(x) for x in a)}], "
+        f"[{', '.join('[' + ', '.join(quote(y) for y in x) + ']' for x in aa)}], "
+        f"map({', '.join(quote(k) + ', ' + quote(v) for k, v in m.items())}))"
+        for i, s, n, a, aa, m in rows
+    )
+    chdb_backend.execute(f"INSERT INTO {db}.t VALUES {values}")
+    details = sorted(f.detail for f in check_plaintext(chdb_backend, cfg))
+    assert details == [
+        "column a: 1 value(s) look like a plaintext email",
+        "column aa: 1 value(s) look like a plaintext phone",
+        "column m: 1 value(s) look like a plaintext email",
+        "column n: 1 value(s) look like a plaintext email",
+        "column s: 1 value(s) look like a plaintext email",
+        "column s: 1 value(s) look like a plaintext phone",
+    ]

@@ -84,7 +84,7 @@ def test_raw_keeps_payload_ciphertexts_blind_indexes_and_kafka_coordinates(lande
     rows = landed.rows("SELECT * FROM {raw}.customers WHERE customer_id = 'C000001'")
     assert len(rows) == 1
     row = rows[0]
-    assert row["email"].startswith("pf1.") and row["phone"].startswith("pf1.")
+    assert row["email"].startswith("pf2.") and row["phone"].startswith("pf2.")
     assert row["email_bidx"] == sr.blind_index("c000001@example.com")
     assert row["_topic"] == landed.cfg.entity("customers").secure_topic
     assert row["_partition"] == 0 and row["_offset"] >= 0 and row["ingested_at"]

@@ -99,11 +99,12 @@ def test_ten_thousand_mixed_records_exactly_once_and_no_plaintext(
             continue
         if o.topic == customers.secure_topic:
             for f in ("first_name", "last_name", "birth_date"):
-                assert decrypt(ring.keys, out[f], "customers", f).decode() == src[f]
-            assert decrypt(ring.keys, out["email"], "customers", "email").decode() == normalize_email(src["email"])
-            phone = decrypt(ring.keys, out["phone"], "customers", "phone").decode()
+                assert decrypt(ring.keys, out[f], "customers", f, src["customer_id"]).decode() == src[f]
+            email = decrypt(ring.keys, out["email"], "customers", "email", src["customer_id"]).decode()
+            assert email == normalize_email(src["email"])
+            phone = decrypt(ring.keys, out["phone"], "customers", "phone", src["customer_id"]).decode()
             assert phone == normalize_phone(src["phone"], cfg.pii_processor.default_region)
-            assert out["email_bidx"] == ring.blind_index(normalize_email(src["email"]))
+            assert out["email_bidx"] == ring.blind_index.index(normalize_email(src["email"]), "email")
             status = decrypt(ring.keys, out["loyalty_status"], "customers", "loyalty_status").decode()
             assert status == src["loyalty_status"]
             det[src["loyalty_status"]].add(out["loyalty_status"])
@@ -112,12 +113,12 @@ def test_ten_thousand_mixed_records_exactly_once_and_no_plaintext(
         elif o.topic == purchases.secure_topic:
             c = out["customer"]
             assert is_envelope(c["email"]) and is_envelope(c["phone"])
-            assert decrypt(ring.keys, c["email"], "purchases", "customer.email").decode() == normalize_email(
-                src["customer"]["email"])
+            email = decrypt(ring.keys, c["email"], "purchases", "customer.email", src["purchase_id"]).decode()
+            assert email == normalize_email(src["customer"]["email"])
             bidx_by_customer[src["customer_id"]].add(c["email_bidx"])
             assert out["items"] == src["items"]
         elif o.topic == cfg.entity("stores").secure_topic:
-            assert decrypt(ring.keys, out["manager"], "stores", "manager").decode() == src["manager"]
+            assert decrypt(ring.keys, out["manager"], "stores", "manager", src["store_id"]).decode() == src["manager"]
         else:
             assert out == src  # products: no PII, unchanged
     assert len(seen) == len(inputs)

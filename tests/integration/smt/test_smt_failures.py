@@ -112,7 +112,7 @@ def test_key_rotation_mid_stream_old_and_new_ciphertexts_decrypt(
         seen[kid] += 1
         assert kid == (old_key if out["__op"] == "c" else new_key)
         src = normalize_email(docs.customer(out["__source_ts_ms"])["email"])
-        assert decrypt(ring.keys, out["email"], "customers", "email").decode() == src
+        assert decrypt(ring.keys, out["email"], "customers", "email", out["customer_id"]).decode() == src
     assert seen == {old_key: 500, new_key: 500}
 
 
@@ -173,7 +173,8 @@ def test_bad_records_all_reach_the_dlq_with_reasons_and_the_stream_goes_on(
     secure = kafka.read_to_end(cfg.secure_topics)
     assert len(secure) == len(good_before) + len(good_after)
     t99 = next(json.loads(o.value) for o in secure if o.key == cdc_key("T99"))
-    assert decrypt(ring.keys, t99["items"][0]["gift_email"], "purchases", "items[].gift_email") == b"g@x.io"
+    gift = decrypt(ring.keys, t99["items"][0]["gift_email"], "purchases", "items[].gift_email", t99["purchase_id"])
+    assert gift == b"g@x.io"
 
 
 def test_two_instances_share_partitions_exactly_once(

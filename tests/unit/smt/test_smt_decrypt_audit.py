@@ -67,7 +67,7 @@ def test_failures_are_recorded_after_the_outcome(keyring_source: KeyringSource, 
     with pytest.raises(EnvelopeError, match="does not authenticate"):
         decrypt_audited(wrong_field, keyring_source.current, audit)
     not_envelope = DecryptRequest(entity=pipeline.entity("customers"), field="email", value="anna@example.com")
-    with pytest.raises(EnvelopeError, match="not a pf1 envelope"):
+    with pytest.raises(EnvelopeError, match="not an envelope"):
         decrypt_audited(not_envelope, keyring_source.current, audit)
 
     def no_keyring() -> Any:

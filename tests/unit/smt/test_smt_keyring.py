@@ -281,7 +281,7 @@ def v1_file(path: Path) -> Path:
 
 
 VECTOR = "pf1.k1.g.AAECAwQFBgcICQoLcMBnONsxYZm3K3gIQXOEwWtRSTB8D4GWgcUbUEZNzvz0hva4Zjk6vQ"
-VECTOR_BIDX = "de83984e174427527df07648f149ce7438d9c673210e87ed484d134d75f1117b"
+VECTOR_BIDX = "i1.56780d5cbd84ff1610a7dd01d9d1983da2b392d6857621031ff2a4456c4b57b7"  # kind email
 
 
 def test_v1_is_read_and_wrap_migrates_it_keeping_every_key(tmp_path: Path, kek: Kek) -> None:
@@ -300,7 +300,7 @@ def test_v1_is_read_and_wrap_migrates_it_keeping_every_key(tmp_path: Path, kek: 
     assert json.loads(path.read_text())["format"] == WRAPPED
     ring = KeyringSource(path, kek=kek).current()
     assert decrypt(ring.keys, VECTOR, "customers", "email") == b"anna.petrova@example.com"
-    assert ring.blind_index("anna.petrova@example.com") == VECTOR_BIDX
+    assert ring.blind_index.index("anna.petrova@example.com", "email") == VECTOR_BIDX
     assert plain_of(KeyringSource(path, kek=kek))["format"] == "probablyfresh-keyring/2"
 
 
@@ -389,14 +389,14 @@ def test_index_key_rotation_opens_and_closes_a_dual_write_window(wrapped: Keyrin
     first = wrapped.current()
     i1 = first.active_index
     assert list(first.index_keys) == [i1] and first.dual_write_index is None
-    assert first.blind_index("x") == BlindIndexer(first.index_keys[i1])("x")
+    assert first.blind_index("x") == BlindIndexer(first.index_keys[i1], i1)("x")
 
     wrapped.rotate_index()
     ring = wrapped.current()
     i2 = ring.active_index
     assert i2 != i1 and ring.dual_write_index == i1 and list(ring.index_keys) == [i2, i1]
     assert all(len(s) == 32 for s in ring.index_keys.values())
-    assert ring.blind_index("x") == BlindIndexer(ring.index_keys[i2])("x") != first.blind_index("x")
+    assert ring.blind_index("x") == BlindIndexer(ring.index_keys[i2], i2)("x") != first.blind_index("x")
     assert ring.active.id == first.active.id  # data keys untouched
     with pytest.raises(KeyringError, match=f"a dual-write window is open \\(index key {i1}\\)"):
         wrapped.rotate_index()

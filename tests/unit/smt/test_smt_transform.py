@@ -9,7 +9,7 @@ from transform_cases import ALL_ACTIONS, ALL_ACTIONS_RECORDS, general_path, outc
 
 from fresh.pipeline import Entity, PipelineConfig
 from smt.cdc_records import fixtures
-from smt.envelope import decrypt, is_envelope
+from smt.envelope import BatchKey, decrypt, is_envelope
 from smt.guard import looks_like_email, looks_like_phone
 from smt.keyring import Keyring
 from smt.normalize import NormalizeError, normalize_email, normalize_phone
@@ -30,10 +30,10 @@ def test_snapshot_read_customer(pipeline: PipelineConfig, ring: Keyring) -> None
     src = f["value"]
     for meta in ("_id", "customer_id", "__op", "__source_ts_ms", "__deleted", "loyalty_status", "registered_at"):
         assert out[meta] == src[meta]
-    assert decrypt(ring.keys, out["email"], "customers", "email") == b"anna.petrova@example.com"
-    assert decrypt(ring.keys, out["phone"], "customers", "phone") == b"+12125550147"
-    assert out["email_bidx"] == ring.blind_index("anna.petrova@example.com")
-    assert out["phone_bidx"] == ring.blind_index("+12125550147")
+    assert decrypt(ring.keys, out["email"], "customers", "email", "C000001") == b"anna.petrova@example.com"
+    assert decrypt(ring.keys, out["phone"], "customers", "phone", "C000001") == b"+12125550147"
+    assert out["email_bidx"] == ring.blind_index.index("anna.petrova@example.com", "email")
+    assert out["phone_bidx"] == ring.blind_index.index("+12125550147", "phone")
     assert all(is_envelope(out[f]) for f in ("first_name", "last_name", "birth_date"))
     assert decrypt_record(out, pipeline.entity("customers"), ring)["first_name"] == "Anna"
 
@@ -42,14 +42,16 @@ def test_insert_purchase_nested_contact(pipeline: PipelineConfig, ring: Keyring)
     f = fixture("insert")
     out = json.loads(transformer(pipeline, "purchases")(json.dumps(f["value"]).encode(), ring))
     assert set(out["customer"]) == {"email", "phone", "email_bidx", "phone_bidx"}
-    assert out["customer"]["email_bidx"] == ring.blind_index("anna.petrova@example.com")  # joins customers
-    assert decrypt(ring.keys, out["customer"]["email"], "purchases", "customer.email") == b"anna.petrova@example.com"
+    # the same index as the customer's: purchases join customers
+    assert out["customer"]["email_bidx"] == ring.blind_index.index("anna.petrova@example.com", "email")
+    assert decrypt(ring.keys, out["customer"]["email"], "purchases", "customer.email",
+                   "T00000001") == b"anna.petrova@example.com"
     assert out["items"] == f["value"]["items"] and out["total"] == 2.5
 
 
 def test_update_store_and_products_pass_through(pipeline: PipelineConfig, ring: Keyring) -> None:
     out = json.loads(transformer(pipeline, "stores")(json.dumps(fixture("update")["value"]).encode(), ring))
-    assert decrypt(ring.keys, out["manager"], "stores", "manager") == b"Ivan Sidorov"
+    assert decrypt(ring.keys, out["manager"], "stores", "manager", out["store_id"]) == b"Ivan Sidorov"
     raw = b'{"_id":"P001","product_id":"P001","name":"Milk","price":1.25,"__op":"r"}'
     assert transformer(pipeline, "products")(raw, ring) is raw
 
@@ -75,7 +77,7 @@ def test_actions_drop_blind_index_deterministic_keep_nullable(ring: Keyring) -> 
     assert out["c"] == json.loads(t(json.dumps(rec).encode(), ring))["c"]
     assert out["d"] == "w" and out["d_bidx"] == ring.blind_index("w")
     assert out["e"] is None and out["e_bidx"] is None
-    assert [decrypt(ring.keys, r["f"], "people", "rows[].f") for r in out["rows"]] == [b"1", b"2"]
+    assert [decrypt(ring.keys, r["f"], "people", "rows[].f", "1") for r in out["rows"]] == [b"1", b"2"]
     assert out["rows"][1]["g"] == 3
 
 
@@ -114,8 +116,7 @@ def test_nested_arrays_and_wrong_parent_types(pipeline: PipelineConfig, ring: Ke
 def test_guard_refuses_plaintext_in_protected_field(pipeline: PipelineConfig, ring: Keyring, monkeypatch) -> None:
     t = Transformer(pipeline.entity("customers"), "US", 524288, native=False)  # the Python ciphers are patched
     # Simulate a broken encryption step: the guard must still stop the plaintext.
-    monkeypatch.setattr(type(ring.active), "encrypt", lambda self, plain, c, p, nonce=None: plain.decode())
-    monkeypatch.setattr(type(ring.active), "sealer", lambda self, alg, c, p: lambda plain: plain.decode())
+    monkeypatch.setattr(BatchKey, "seal", lambda self, plain, ad, nonce=None: plain.decode())
     cases = (("email", "a@b.co", "plaintext email"), ("phone", "+1 212 555 0147", "plaintext phone number"))
     for field, value, what in cases:
         with pytest.raises(RecordError, match=f"plaintext_pii: {field}: protected field looks like a {what}"):
@@ -170,10 +171,10 @@ def test_compiled_ops_follow_a_key_rotation(pipeline: PipelineConfig, keyring_so
     t = transformer(pipeline, "customers")
     value = json.dumps(fixture("snapshot_read")["value"]).encode()
     before = keyring_source.current()
-    assert json.loads(t(value, before))["email"].startswith(f"pf1.{before.active.id}.g.")
+    assert json.loads(t(value, before))["email"].startswith(f"pf2.{before.active.id}.g.")
     keyring_source.rotate()
     after = keyring_source.current()
     assert after.active.id != before.active.id
     out = json.loads(t(value, after))
-    assert out["email"].startswith(f"pf1.{after.active.id}.g.")
-    assert decrypt(after.keys, out["email"], "customers", "email") == b"anna.petrova@example.com"
+    assert out["email"].startswith(f"pf2.{after.active.id}.g.")
+    assert decrypt(after.keys, out["email"], "customers", "email", "C000001") == b"anna.petrova@example.com"

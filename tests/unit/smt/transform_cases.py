@@ -10,7 +10,7 @@ import orjson
 
 from fresh.pipeline import Entity
 from smt.keyring import Keyring
-from smt.transform import RecordError, Transformer, _leaves, _mark, decrypt_record
+from smt.transform import RecordError, Transformer, _leaves, _mark, decrypt_record, record_id
 
 ALL_ACTIONS = {
     "email": {"action": "encrypt", "blind_index": True, "normalize": "email"},
@@ -39,6 +39,7 @@ ALL_ACTIONS_RECORDS = [
 def general_path(t: Transformer, value: bytes, ring: Keyring) -> bytes:
     """The rules applied one by one through `_apply` + `_guard`: the reference the compiled ops must match."""
     record = orjson.loads(value)
+    t._record_id = record_id(record, t.entity).encode()
     written: dict[int, frozenset[str]] = {}
     for rule in t.rules:
         for node in _leaves(record, rule, strict=True):
