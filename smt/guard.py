@@ -10,7 +10,8 @@ anything it cannot prove clean back to Python; tests/unit/smt/test_smt_guard.py 
    invisible format characters removed. Emails: a Unicode-aware pattern (any script in the local
    part and the domain). Phones: `phonenumbers`' matcher over free text (leniency POSSIBLE, numbers
    read in the pipeline's default region unless written with `+`), a match counting only when its
-   length is possible for a full number (not a local-only one), so prices and ids do not trip it.
+   length is possible for a full number (not a local-only one) and it is not glued to a letter or
+   digit (hex digests, ids), so prices and ids do not trip it.
    Only strings that could hold one are examined (`is_candidate`: an `@`, or enough digits).
 
 A finding names where it is by depth and kind only (`an object key at depth 2`): nothing taken
@@ -102,8 +103,14 @@ def looks_like_phone(value: str, region: str = "RU") -> bool:
     """A full (not local-only) possible phone number anywhere in the text."""
     text = fold(value)
     for match in PhoneNumberMatcher(text, region, leniency=Leniency.POSSIBLE):
-        if phonenumbers.is_possible_number_with_reason(match.number) == ValidationResult.IS_POSSIBLE:
-            return True
+        if phonenumbers.is_possible_number_with_reason(match.number) != ValidationResult.IS_POSSIBLE:
+            continue
+        # glued to a letter or digit (hex digests, ids such as C0000012345): not a phone number written
+        # as one; phonenumbers' own VALID leniency makes the same check
+        before, after = text[match.start - 1:match.start], text[match.end:match.end + 1]
+        if before.isalnum() or after.isalnum():
+            continue
+        return True
     return False
 
 

@@ -108,7 +108,7 @@ def test_key_rotation_mid_stream_old_and_new_ciphertexts_decrypt(
     seen = Counter()
     for o in kafka.read_to_end([cfg.entity("customers").secure_topic]):
         out = json.loads(o.value)
-        kid = parse(out["email"])[0]
+        kid = parse(out["email"])[1]  # (version, key id, alg, payload)
         seen[kid] += 1
         assert kid == (old_key if out["__op"] == "c" else new_key)
         src = normalize_email(docs.customer(out["__source_ts_ms"])["email"])

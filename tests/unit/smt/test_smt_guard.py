@@ -261,3 +261,10 @@ def test_every_record_ends_in_secure_without_plaintext_or_in_the_dlq_with_a_reas
             assert out  # a reason, always
             decisions.append(out)
     assert len(set(decisions)) == 1, decisions  # the native path decides as Python does
+
+
+@given(digest=st.binary(min_size=32, max_size=32).map(bytes.hex), ident=st.integers(0, 10**12))
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_hex_digests_and_ids_are_not_phone_numbers(digest: str, ident: int, ring: Keyring) -> None:
+    value = json.dumps({"customer_id": f"C{ident:012d}", "checksum": digest, "ref": f"T{ident}"}).encode()
+    assert reasons(PRODUCTS, value, ring) == {"emitted"}
