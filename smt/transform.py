@@ -35,6 +35,7 @@ NULL_PII = "null_pii"
 NOT_NORMALIZABLE = "not_normalizable"
 PLAINTEXT_PII = "plaintext_pii"
 DUPLICATE_KEY = "duplicate_key"
+REASONS = (NOT_JSON, NOT_OBJECT, OVERSIZE, WRONG_TYPE, NULL_PII, NOT_NORMALIZABLE, PLAINTEXT_PII, DUPLICATE_KEY)
 # A JSON string literal, optionally followed by ':' (then it is an object key), or a run of other bytes.
 _TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"(\s*:)?|[^"]+', re.DOTALL)
 _ENVELOPE_MATCH = ENVELOPE.fullmatch

@@ -20,7 +20,7 @@ from generator.domain import Domain, Plan
 from smt.guard import fold, is_candidate, phone_thresholds, scan_record
 from smt.keyring import Keyring
 from smt.normalize import NormalizeError, normalize_email
-from smt.transform import DUPLICATE_KEY, NOT_JSON, NOT_NORMALIZABLE, PLAINTEXT_PII, RecordError, Transformer
+from smt.transform import DUPLICATE_KEY, NOT_JSON, NOT_NORMALIZABLE, PLAINTEXT_PII, REASONS, RecordError, Transformer
 
 try:
     import smt_native
@@ -268,3 +268,57 @@ def test_every_record_ends_in_secure_without_plaintext_or_in_the_dlq_with_a_reas
 def test_hex_digests_and_ids_are_not_phone_numbers(digest: str, ident: int, ring: Keyring) -> None:
     value = json.dumps({"customer_id": f"C{ident:012d}", "checksum": digest, "ref": f"T{ident}"}).encode()
     assert reasons(PRODUCTS, value, ring) == {"emitted"}
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    (b'{"customer_id":"C1","x":"\xff\xfe"}', NOT_JSON),  # not UTF-8
+    (b'{"customer_id":"C1","x":NaN}', NOT_JSON),
+    (b'{"customer_id":"C1","x":1e400}', NOT_JSON),  # not finite
+    (b'{"customer_id":"C1","x":"\\ud800"}', NOT_JSON),  # a lone surrogate
+    (b"", NOT_JSON),
+    (b"[1,2]", "not_object"),
+])
+@pytest.mark.parametrize("entity", ENTITIES, ids=lambda e: e.collection)
+def test_documented_limits_hold_on_every_path(value: bytes, reason: str, entity: Entity, ring: Keyring) -> None:
+    assert reasons(entity, value, ring) == {reason}
+
+
+@given(value=st.binary(max_size=300) | st.builds(lambda r, cut: json.dumps(r).encode()[:cut], RECORD,
+                                                  st.integers(0, 400)))
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_garbage_ends_in_the_dlq_with_a_reason_or_clean_on_every_path(value: bytes, ring: Keyring) -> None:
+    for entity in ENTITIES:
+        decisions = set()
+        for t in transformers(entity, ring):
+            out = decide(t, value, ring)
+            if isinstance(out, bytes):
+                assert not planted(json.loads(out))
+                decisions.add("emitted")
+            else:
+                assert out in REASONS
+                decisions.add(out)
+        assert len(decisions) == 1, decisions
+
+
+@given(email=st.emails(), phone=st.sampled_from(PII_VALUES[4:]), name=TEXT)
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_decrypting_what_was_encrypted_gives_the_normalized_input_back(email: str, phone: str, name: str,
+                                                                       ring: Keyring) -> None:
+    from smt.normalize import normalize_phone
+    from smt.transform import decrypt_record
+
+    value = json.dumps({"customer_id": "C7", "email": email, "phone": phone, "first_name": name}).encode()
+    for t in transformers(CUSTOMERS, ring):
+        out = decide(t, value, ring)
+        try:
+            expected = {"email": normalize_email(email), "phone": normalize_phone(phone, REGION), "first_name": name}
+        except NormalizeError:
+            assert out == NOT_NORMALIZABLE
+            continue
+        if not isinstance(out, bytes):
+            assert out == PLAINTEXT_PII  # the name itself looks like an email or phone number
+            continue
+        record = json.loads(out)
+        assert all(isinstance(record[f], str) and record[f].startswith("pf2.") for f in expected)
+        plain = decrypt_record(record, CUSTOMERS, ring)
+        assert {f: plain[f] for f in expected} == expected

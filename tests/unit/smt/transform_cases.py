@@ -9,8 +9,9 @@ from collections.abc import Callable
 import orjson
 
 from fresh.pipeline import Entity
+from smt.envelope import is_envelope
 from smt.keyring import Keyring
-from smt.transform import RecordError, Transformer, _leaves, _mark, decrypt_record, record_id
+from smt.transform import RecordError, Transformer, _leaves, _mark, compile_rules, decrypt_record, record_id
 
 ALL_ACTIONS = {
     "email": {"action": "encrypt", "blind_index": True, "normalize": "email"},
@@ -59,6 +60,20 @@ def outcome(call: Callable[[], bytes | None], entity: Entity, ring: Keyring) -> 
         return "dlq", exc.detail
     if out is None:
         return "tombstone", ""
-    return "out", json.dumps(decrypt_record(json.loads(out), entity, ring))
+    record = json.loads(out)
+    assert_encrypted(record, entity)
+    return "out", json.dumps(decrypt_record(record, entity, ring))
+
+
+def assert_encrypted(record: dict, entity: Entity) -> None:
+    """Every encrypted policy path present holds an envelope (or an allowed null): `decrypt_record`
+    passes anything else through, so without this a plaintext left behind would compare equal."""
+    for rule in compile_rules(entity):
+        if not rule.encrypt:
+            continue
+        for node in _leaves(record, rule):
+            if rule.leaf in node:
+                value = node[rule.leaf]
+                assert is_envelope(value) or (value is None and rule.field.nullable), (rule.path, "not an envelope")
 
 
