@@ -15,7 +15,16 @@ import orjson
 
 from fresh.errors import ConfigError, FreshError
 from fresh.pipeline import Entity, PiiField
-from smt.envelope import ALG_DETERMINISTIC, ALG_RANDOM, ENVELOPE, SCHEME, BatchKey, associated_data, b64url
+from smt.envelope import (
+    ALG_DETERMINISTIC,
+    ALG_RANDOM,
+    ENVELOPE,
+    SCHEME,
+    BatchKey,
+    BlindIndexer,
+    associated_data,
+    b64url,
+)
 from smt.guard import BIDX, DepthError, check_envelope, check_index, phone_thresholds, scan_record
 from smt.keyring import Keyring
 from smt.normalize import NormalizeError, normalize, normalize_email, normalize_phone
@@ -151,11 +160,11 @@ def _leaves(node: dict[str, Any], rule: Rule, i: int = 0, strict: bool = False) 
 Op = Callable[[dict[str, Any]], None]
 
 
-def _mark(written: dict[int, frozenset[str]], node: dict[str, Any], rule: Rule) -> None:
-    """Remember which members of `node` the rule wrote (checked by shape, not scanned as text)."""
-    if rule.written:
+def _mark(written: dict[int, frozenset[str]], node: dict[str, Any], names: frozenset[str]) -> None:
+    """Remember which members of `node` a rule wrote (checked by shape, not scanned as text)."""
+    if names:
         seen = written.get(id(node))
-        written[id(node)] = rule.written if seen is None else seen | rule.written
+        written[id(node)] = names if seen is None else seen | names
 
 
 def _count_keys(record: dict[str, Any]) -> int:
@@ -186,7 +195,9 @@ class Transformer:
         self.default_region = default_region
         self.max_record_bytes = max_record_bytes
         self._plan_keyring: Keyring | None = None
-        self._plan: list[tuple[Rule, Op]] = []
+        self._plan: list[tuple[Rule, Op, frozenset[str]]] = []
+        # (the index that `<leaf>_bidx` holds, the one `<leaf>_bidx_next` holds in a dual-write window)
+        self._indexers: tuple[BlindIndexer, BlindIndexer | None] | None = None
         # array paths and entities without rules stay in Python (nothing to gain for the latter)
         self.native = native and smt_native is not None and bool(self.rules) and all(
             r.parents is not None for r in self.rules)
@@ -194,10 +205,14 @@ class Transformer:
         self._batch: BatchKey | None = None  # the batch key of randomized fields (smt/envelope.py)
         self._record_id = b""  # the business key of the record being transformed: bound into `g` envelopes
 
-    def plan(self, keyring: Keyring) -> list[tuple[Rule, Op]]:
+    def plan(self, keyring: Keyring) -> list[tuple[Rule, Op, frozenset[str]]]:
         """The compiled rules for this keyring (rebuilt when a rotation brings a new keyring)."""
         if keyring is not self._plan_keyring:
-            self._plan = [(rule, self._compile(rule, keyring)) for rule in self.rules]
+            self._indexers = index_writers(keyring)
+            window = self._indexers[1] is not None
+            self._plan = [(rule, self._compile(rule, keyring),
+                           rule.written | ({rule.leaf + "_bidx_next"} if rule.index and window else frozenset()))
+                          for rule in self.rules]
             self._native = self._native_sealer(keyring) if self.native else None
             self._plan_keyring = keyring
         return self._plan
@@ -209,10 +224,11 @@ class Transformer:
                   associated_data(key.id, r.encrypt, self.collection, r.path) if r.encrypt else b"",
                   f"{SCHEME}.{key.id}.{r.encrypt}." if r.encrypt else "") for r in self.rules]
         assert smt_native is not None  # self.native says so
-        index = keyring.blind_index
+        index, following = index_writers(keyring)
         return smt_native.RecordSealer(rules, key.siv_subkey, index.id, [index.keys[k] for k in index.KINDS],
                                        self.entity.business_key, normalize_phone, self.default_region,
-                                       phone_thresholds(self.default_region))
+                                       phone_thresholds(self.default_region), following.id if following else "",
+                                       [following.keys[k] for k in following.KINDS] if following else [])
 
     def _batch_key(self, keyring: Keyring) -> BatchKey:
         """The current batch key: a new one per processor batch (`transform_many`), after a key
@@ -280,24 +296,24 @@ class Transformer:
         plan = self._plan if keyring is self._plan_keyring else self.plan(keyring)
         self._record_id = record_id(record, self.entity).encode()
         written: dict[int, frozenset[str]] = {}
-        for rule, op in plan:
+        for rule, op, names in plan:
             # Rules never nest (validated at load), so each node is final once its rule ran: the
             # op guards it right away, and the scan below skips what the op wrote.
             parents = rule.parents
             if parents == ():  # top-level field: the common case, no walk
                 if rule.leaf in record:
                     op(record)
-                    _mark(written, record, rule)
+                    _mark(written, record, names)
             elif parents is not None:
                 node = _parent(record, rule, parents)
                 if node is not None and rule.leaf in node:
                     op(node)
-                    _mark(written, node, rule)
+                    _mark(written, node, names)
             else:
                 for node in _leaves(record, rule, strict=True):
                     if rule.leaf in node:
                         op(node)
-                        _mark(written, node, rule)
+                        _mark(written, node, names)
         self._scan(record, written)
         try:
             return orjson.dumps(record)
@@ -327,9 +343,13 @@ class Transformer:
         key = keyring.active
         ad = associated_data(key.id, rule.encrypt, self.collection, path) if rule.encrypt else b""
         siv, siv_ad, siv_prefix = key.siv.encrypt, [ad], f"{SCHEME}.{key.id}.{ALG_DETERMINISTIC}."
-        indexer = keyring.blind_index if rule.index else None
+        assert self._indexers is not None  # plan() set them
+        primary, following = self._indexers
+        indexer = primary if rule.index else None
         kind = rule.normalize
-        cached_index = keyring.blind_index.cached(kind) if rule.index else None
+        cached_index = primary.cached(kind) if rule.index else None
+        next_indexer = following if rule.index else None
+        next_name = name + "_bidx_next"
         remove, encrypt, region = rule.remove, rule.encrypt, self.default_region
         envelope_match, index_match = _ENVELOPE_MATCH, _BIDX_MATCH
 
@@ -347,6 +367,8 @@ class Transformer:
                     raise RecordError(NOT_NORMALIZABLE, f"{path}: {exc}") from None
             if indexer is not None:
                 digest = node[index_name] = cached_index(plain) or indexer.index(plain, kind)  # type: ignore[misc]
+                if next_indexer is not None:
+                    node[next_name] = next_indexer.index(plain, kind)
             if encrypt:
                 if encrypt == ALG_RANDOM:
                     sealed = node[name] = self._batch_key(keyring).seal(plain.encode(), ad + self._record_id)
@@ -376,6 +398,8 @@ class Transformer:
                 raise RecordError(NULL_PII, f"{rule.path}: null, and the policy does not allow null (nullable: true)")
             if rule.index:
                 node[name + "_bidx"] = None
+                if self._indexers and self._indexers[1] is not None:
+                    node[name + "_bidx_next"] = None
             if rule.remove:
                 del node[name]
             return
@@ -386,7 +410,11 @@ class Transformer:
         except NormalizeError as exc:
             raise RecordError(NOT_NORMALIZABLE, f"{rule.path}: {exc}") from None
         if rule.index:
-            node[name + "_bidx"] = keyring.blind_index.index(plain, rule.normalize)
+            assert self._indexers is not None
+            primary, following = self._indexers
+            node[name + "_bidx"] = primary.index(plain, rule.normalize)
+            if following is not None:
+                node[name + "_bidx_next"] = following.index(plain, rule.normalize)
         if rule.encrypt == "g":
             ad = associated_data(keyring.active.id, ALG_RANDOM, self.collection, rule.path)
             node[name] = self._batch_key(keyring).seal(plain.encode(), ad + self._record_id)
@@ -397,8 +425,7 @@ class Transformer:
 
     # ---- guard -----------------------------------------------------------------------------
 
-    @staticmethod
-    def _guard(node: dict[str, Any], rule: Rule) -> None:
+    def _guard(self, node: dict[str, Any], rule: Rule) -> None:
         """Check what `_apply` left, by the output's shape alone: a protected leaf holds an
         envelope (or is gone), an index holds 64 hex digits; anything else goes to the DLQ."""
         name = rule.leaf
@@ -413,11 +440,23 @@ class Transformer:
             elif rule.remove:
                 problem = "is still present"
         if problem is None and rule.index:
-            index = name + "_bidx"
-            if index in node:
-                problem, where = check_index(node[index], rule.field.nullable), where + "_bidx"
+            window = self._indexers is not None and self._indexers[1] is not None
+            for index in (name + "_bidx", name + "_bidx_next") if window else (name + "_bidx",):
+                if problem is None and index in node:
+                    problem, where = check_index(node[index], rule.field.nullable), f"{rule.path}{index[len(name):]}"
         if problem:
             raise RecordError(PLAINTEXT_PII, f"{where}: protected field {problem}")
+
+
+def index_writers(keyring: Keyring) -> tuple[BlindIndexer, BlindIndexer | None]:
+    """(the index `<leaf>_bidx` holds, the one `<leaf>_bidx_next` holds). In a dual-write window
+    (`keys rotate --index`) `_bidx` keeps the previous index key, so readers and joins go on
+    unchanged, and `_bidx_next` carries the new active key's; after `--close-window`, `_bidx` holds
+    the active key's alone."""
+    previous = keyring.dual_write_index
+    if previous is None or previous not in keyring.index_keys:
+        return keyring.blind_index, None
+    return BlindIndexer(keyring.index_keys[previous], previous), keyring.blind_index
 
 
 def record_id(record: dict[str, Any], entity: Entity) -> str:

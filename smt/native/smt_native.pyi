@@ -13,6 +13,8 @@ class RecordSealer:
         normalize_phone: Callable[[str, str], str],
         region: str,
         thresholds: tuple[int, int],
+        next_index_id: str = "",
+        next_index_keys: list[bytes] = ...,
     ) -> None: ...
     def transform(self, value: bytes, salt: bytes, batch_key: bytes) -> bytes | None: ...
     def transform_many(

@@ -71,6 +71,7 @@ struct Rule {
     parents: Vec<String>,
     leaf: String,
     index_name: String,
+    next_index_name: String,
     encrypt: Encrypt,
     index: bool,
     remove: bool,
@@ -88,6 +89,8 @@ struct RecordSealer {
     index_prefix: String,
     /// HMAC keys per normalizer (none, email, phone): an email and a phone never share one
     index_macs: [Hmac<Sha256>; 3],
+    /// in a dual-write window: the new index key (prefix, HMAC keys) written to `<leaf>_bidx_next`
+    next_index: Option<(String, [Hmac<Sha256>; 3])>,
     /// the record field whose value a `g` envelope is bound to (the entity's business key)
     business_key: String,
     normalize_phone: Py<PyAny>,
@@ -463,18 +466,27 @@ fn parent<'s, 'a>(node: &'s mut Obj<'a>, parents: &[String]) -> Parent<'s, 'a> {
 
 impl RecordSealer {
     fn blind_index(&self, plain: &str, kind: Normalize) -> String {
-        let mut mac = self.index_macs[kind as usize].clone();
+        hex_index(&self.index_prefix, &self.index_macs, plain, kind)
+    }
+}
+
+/// `<index key id>.` + hex HMAC-SHA256 under the kind's subkey (`smt.envelope.BlindIndexer`).
+fn hex_index(prefix: &str, macs: &[Hmac<Sha256>; 3], plain: &str, kind: Normalize) -> String {
+    {
+        let mut mac = macs[kind as usize].clone();
         mac.update(plain.as_bytes());
         let digest = mac.finalize().into_bytes();
-        let mut out = String::with_capacity(self.index_prefix.len() + 64);
-        out.push_str(&self.index_prefix);
+        let mut out = String::with_capacity(prefix.len() + 64);
+        out.push_str(prefix);
         for b in digest {
             out.push(char::from(b"0123456789abcdef"[(b >> 4) as usize]));
             out.push(char::from(b"0123456789abcdef"[(b & 15) as usize]));
         }
         out
     }
+}
 
+impl RecordSealer {
     fn seal(
         &self,
         rule: &Rule,
@@ -574,6 +586,12 @@ impl RecordSealer {
                     &rule.index_name,
                     Slot::Token(self.blind_index(&plain, rule.normalize)),
                 );
+                if let Some((prefix, macs)) = &self.next_index {
+                    node.set(
+                        &rule.next_index_name,
+                        Slot::Token(hex_index(prefix, macs, &plain, rule.normalize)),
+                    );
+                }
             }
             if rule.encrypt != Encrypt::None {
                 let nonce = if rule.encrypt == Encrypt::Random {
@@ -599,7 +617,7 @@ impl RecordSealer {
     /// rules: list of (parents, leaf, encrypt "g"|"s"|"", index, remove, normalize "email"|"phone"|"",
     /// associated data, envelope prefix), in policy order; array-free paths only.
     #[new]
-    #[pyo3(signature = (rules, siv_key, index_id, index_keys, business_key, normalize_phone, region, thresholds))]
+    #[pyo3(signature = (rules, siv_key, index_id, index_keys, business_key, normalize_phone, region, thresholds, next_index_id = "", next_index_keys = vec![]))]
     #[allow(clippy::too_many_arguments)]
     #[allow(clippy::type_complexity)]
     fn new(
@@ -621,22 +639,31 @@ impl RecordSealer {
         normalize_phone: Py<PyAny>,
         region: &str,
         thresholds: (usize, usize),
+        next_index_id: &str,
+        next_index_keys: Vec<Vec<u8>>,
     ) -> PyResult<Self> {
         let phone_region = region.parse::<Region>().ok();
         let region = pyo3::types::PyString::new(py, region).into_any().unbind();
         let siv_key: [u8; 64] = siv_key
             .try_into()
             .map_err(|_| PyValueError::new_err("siv_key must be 64 bytes"))?;
-        // smt.envelope.BlindIndexer.KINDS order: email, phone, none
-        let mac = |i: usize| {
-            index_keys
-                .get(i)
-                .and_then(|k| <Hmac<Sha256> as Mac>::new_from_slice(k).ok())
-                .ok_or_else(|| {
-                    PyValueError::new_err("index_keys: three HMAC keys (email, phone, none)")
-                })
+        let macs = |keys: &[Vec<u8>]| -> PyResult<[Hmac<Sha256>; 3]> {
+            // smt.envelope.BlindIndexer.KINDS order: email, phone, none; indexed by Normalize: None, Email, Phone
+            let mac = |i: usize| {
+                keys.get(i)
+                    .and_then(|k| <Hmac<Sha256> as Mac>::new_from_slice(k).ok())
+                    .ok_or_else(|| {
+                        PyValueError::new_err("index keys: three HMAC keys (email, phone, none)")
+                    })
+            };
+            Ok([mac(2)?, mac(0)?, mac(1)?])
         };
-        let index_macs = [mac(2)?, mac(0)?, mac(1)?]; // indexed by Normalize: None, Email, Phone
+        let index_macs = macs(&index_keys)?;
+        let next_index = if next_index_id.is_empty() {
+            None
+        } else {
+            Some((format!("{next_index_id}."), macs(&next_index_keys)?))
+        };
         let mut compiled = Vec::with_capacity(rules.len());
         for (parents, leaf, encrypt, index, remove, normalize, ad, prefix) in rules {
             let encrypt = match encrypt.as_str() {
@@ -656,10 +683,12 @@ impl RecordSealer {
                 }
             };
             let index_name = format!("{leaf}_bidx");
+            let next_index_name = format!("{leaf}_bidx_next");
             compiled.push(Rule {
                 parents,
                 leaf,
                 index_name,
+                next_index_name,
                 encrypt,
                 index,
                 remove,
@@ -677,6 +706,7 @@ impl RecordSealer {
             siv_key,
             index_prefix: format!("{index_id}."),
             index_macs,
+            next_index,
             business_key,
             normalize_phone,
             region,
@@ -843,6 +873,7 @@ fn gcm_envelope(
         parents: vec![],
         leaf: String::new(),
         index_name: String::new(),
+        next_index_name: String::new(),
         encrypt: Encrypt::Random,
         index: false,
         remove: false,

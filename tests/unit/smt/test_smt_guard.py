@@ -322,3 +322,34 @@ def test_decrypting_what_was_encrypted_gives_the_normalized_input_back(email: st
         assert all(isinstance(record[f], str) and record[f].startswith("pf2.") for f in expected)
         plain = decrypt_record(record, CUSTOMERS, ring)
         assert {f: plain[f] for f in expected} == expected
+
+
+def test_blind_indexes_through_a_dual_write_window(keyring_source) -> None:
+    """`keys rotate --index`: `_bidx` keeps the old index key (readers and joins unchanged) and
+    `_bidx_next` carries the new one, on both paths; after `--close-window` only the new one."""
+    value = b'{"customer_id":"C1","email":"Anna@Example.com","phone":"+7 912 123-45-67"}'
+
+    def outputs() -> list[dict]:
+        ring = keyring_source.current()
+        outs = [json.loads(decide(t, value, ring)) for t in transformers(CUSTOMERS, ring)]
+        assert all(list(o) == list(outs[0]) for o in outs)  # same keys, same order
+        return outs
+
+    before = outputs()
+    old = keyring_source.current().active_index
+    assert all(o["email_bidx"].startswith(old + ".") and "email_bidx_next" not in o for o in before)
+    keyring_source.rotate_index()
+    new = keyring_source.current().active_index
+    during = outputs()
+    for o in during:
+        assert o["email_bidx"] == before[0]["email_bidx"] and o["phone_bidx"] == before[0]["phone_bidx"]
+        assert o["email_bidx_next"].startswith(new + ".") and o["phone_bidx_next"].startswith(new + ".")
+    assert len({o["email_bidx_next"] for o in during}) == 1
+    keyring_source.close_index_window()
+    after = outputs()
+    assert all(o["email_bidx"] == during[0]["email_bidx_next"] and "email_bidx_next" not in o for o in after)
+
+
+def test_a_bidx_next_field_outside_a_window_is_read_as_text(ring: Keyring) -> None:
+    value = b'{"customer_id":"C1","email":"a@b.co","email_bidx_next":"anna@example.com"}'
+    assert reasons(CUSTOMERS, value, ring) == {PLAINTEXT_PII}

@@ -47,7 +47,7 @@ def general_path(t: Transformer, value: bytes, ring: Keyring) -> bytes:
             if rule.leaf in node:
                 t._apply(node, rule, ring)
                 t._guard(node, rule)
-                _mark(written, node, rule)
+                _mark(written, node, rule.written)
     t._scan(record, written)
     return orjson.dumps(record)
 
