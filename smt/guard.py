@@ -38,6 +38,7 @@ BIDX = re.compile(r"[a-z0-9]{1,32}\.[0-9a-f]{64}")  # a blind index: <index key 
 EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@(?:[\w-]+\.)+[^\W\d_][\w-]*")
 _DIGIT = re.compile(r"\d")  # Unicode decimal digits (category Nd), after NFKC
 _PLUS = ("+", "\uff0b")  # phonenumbers' plus signs (NFKC folds the other lookalikes to "+")
+_NON_DIGITS = bytes(b for b in range(256) if not 0x30 <= b <= 0x39)
 MAX_DEPTH = 128  # nesting of objects and arrays; deeper records go to the DLQ (not_json)
 
 
@@ -116,9 +117,18 @@ def looks_like_phone(value: str, region: str = "RU") -> bool:
 
 def detect(value: str, region: str, thresholds: tuple[int, int]) -> str | None:
     """"email", "phone" or None for one string."""
-    text = fold(value)
-    if not is_candidate(text, thresholds):
-        return None
+    if value.isascii():  # the common case, decided without regexes: ASCII text folds to itself
+        if "@" not in value:
+            if len(value) < min(thresholds):
+                return None
+            digits = len(value.encode("ascii").translate(None, _NON_DIGITS))
+            if digits < min(thresholds) or (digits < thresholds[0] and "+" not in value):
+                return None
+        text = value
+    else:
+        text = fold(value)
+        if not is_candidate(text, thresholds):
+            return None
     if "@" in text and EMAIL.search(text):
         return "email"
     if looks_like_phone(text, region):
@@ -138,6 +148,11 @@ def scan_record(record: Any, region: str, skip: dict[int, frozenset[str]] | None
 def findings(record: Any, region: str, skip: dict[int, frozenset[str]] | None = None) -> Iterator[Finding]:
     """Every email or phone number among the record's strings and object keys (see scan_record)."""
     thresholds = phone_thresholds(region)
+    short = min(thresholds)  # an ASCII string shorter than this, without "@", holds neither
+
+    def suspect(s: str) -> bool:
+        return len(s) >= short or "@" in s or not s.isascii()
+
     stack: list[tuple[Any, int]] = [(record, 0)]
     while stack:
         node, depth = stack.pop()
@@ -150,12 +165,19 @@ def findings(record: Any, region: str, skip: dict[int, frozenset[str]] | None = 
         elif node.__class__ is dict:
             written = skip.get(id(node)) if skip else None
             for key, value in node.items():
-                what = detect(key, region, thresholds)
-                if what:
-                    yield Finding(what, "an object key", depth + 1)
+                if suspect(key):
+                    what = detect(key, region, thresholds)
+                    if what:
+                        yield Finding(what, "an object key", depth + 1)
                 if written is not None and key in written:
                     continue
-                if value.__class__ in (dict, list, str):
+                cls = value.__class__
+                if cls is str:
+                    if suspect(value):
+                        what = detect(value, region, thresholds)
+                        if what:
+                            yield Finding(what, "a value", depth + 1)
+                elif cls is dict or cls is list:
                     stack.append((value, depth + 1))
         elif node.__class__ is list:
             stack.extend((v, depth + 1) for v in node if v.__class__ in (dict, list, str))
