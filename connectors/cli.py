@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.shell_completion import CompletionItem
 
 from connectors import lint as lint_mod
 from connectors import status as status_mod
@@ -16,22 +17,42 @@ from connectors.apply import apply as apply_connectors
 from connectors.apply import delete_connector, ensure_local_secret, wait_for_state
 from connectors.connect_api import ConnectApi
 from connectors.diff import DriftError, diff_config
-from connectors.render import Rendered, render, to_json, write_folder
-from fresh.output import OUTPUT_OPTION, print_rows
+from connectors.render import Rendered, known_environments, render, to_json, write_folder
+from fresh.errors import FreshError
+from fresh.output import OUTPUT_OPTION, WAIT_OPTION, print_rows
 from fresh.pipeline import load_pipeline_config
 from fresh.settings import Settings
 
 F = Callable[..., Any]
 
 
+def complete_connectors(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Live connector names (a short timeout), else the names the default environment renders."""
+    try:
+        from fresh.settings import load_settings
+
+        settings = load_settings()
+        try:
+            names = ConnectApi.from_settings(settings, timeout_s=0.5).list_connectors()
+        except FreshError:
+            names = [c.name for c in _render(settings, None, (), ()).connectors]
+    except Exception:  # completion must never fail the shell
+        return []
+    return [CompletionItem(n) for n in names if n.startswith(incomplete)]
+
+
 def render_options(func: F) -> F:
-    func = click.option("--only", multiple=True, metavar="NAME",
+    func = click.option("--only", multiple=True, metavar="NAME", shell_complete=complete_connectors,
                         help="Only this connector (name or values key); repeatable.")(func)
     func = click.option("--values", "-f", "values_files", multiple=True, type=click.Path(exists=True, path_type=Path),
                         help="Extra values file merged over the environment's; repeatable, later wins.")(func)
-    func = click.option("--environment", "-e", default=None,
-                        help="Values environment: local, compose or prod (default: FRESH_ENVIRONMENT).")(func)
+    func = click.option("--environment", "-e", default=None, type=click.Choice(known_environments()),
+                        help="Values environment (one values file each in connectors/values/); "
+                             "default: FRESH_ENVIRONMENT.")(func)
     return func
+
+
+NAME_ARGUMENT = click.argument("name", shell_complete=complete_connectors)
 
 
 def _render(
@@ -68,7 +89,9 @@ def connectors() -> None:
 @click.pass_obj
 def render_cmd(settings: Settings, environment: str | None, values_files: tuple[Path, ...], only: tuple[str, ...],
                out_dir: Path | None) -> None:
-    """Render connector configs (JSON) to stdout or a folder. Secrets stay provider references.
+    """Render connector configs to stdout (one JSON array of {name, config}) or a folder (one
+    file per connector). Secrets stay provider references. An environment renders from its own
+    values only (local from the local stack's FRESH_* ports).
 
     \b
     Examples:
@@ -80,13 +103,12 @@ def render_cmd(settings: Settings, environment: str | None, values_files: tuple[
         for path in write_folder(rendered, out_dir):
             click.echo(str(path))
         return
-    for connector in rendered.connectors:
-        click.echo(to_json(connector), nl=False)
+    click.echo(json.dumps([json.loads(to_json(c)) for c in rendered.connectors], indent=2, sort_keys=True))
 
 
 @connectors.command("lint")
 @render_options
-@click.option("--allow", multiple=True, metavar="RULE", help=f"Skip a rule on purpose: {', '.join(lint_mod.RULES)}.")
+@click.option("--allow", multiple=True, type=click.Choice(list(lint_mod.RULES)), help="Skip a rule on purpose.")
 @click.option("--offline", is_flag=True, help="Do not read live configs (skips the offset-reset comparison).")
 @OUTPUT_OPTION
 @click.pass_obj
@@ -164,7 +186,7 @@ def diff_cmd(settings: Settings, environment: str | None, values_files: tuple[Pa
 def _apply_options(func: F) -> F:
     func = click.option("--timeout", "timeout_s", default=60.0, show_default=True,
                         help="Seconds to wait for each connector's desired state.")(func)
-    func = click.option("--no-wait", is_flag=True, help="Do not wait for the desired state.")(func)
+    func = WAIT_OPTION(func)
     func = click.option("--prune", is_flag=True,
                         help="Delete live connectors named with the values' managed_prefix that are "
                              "no longer rendered.")(func)
@@ -178,7 +200,7 @@ def _apply_options(func: F) -> F:
 @OUTPUT_OPTION
 @click.pass_obj
 def apply_cmd(settings: Settings, environment: str | None, values_files: tuple[Path, ...], only: tuple[str, ...],
-              dry_run: bool, prune: bool, no_wait: bool, timeout_s: float, output: str) -> None:
+              dry_run: bool, prune: bool, wait: bool, timeout_s: float, output: str) -> None:
     """Idempotent PUT of each rendered config, then wait for its state (RUNNING, PAUSED or STOPPED).
 
     \b
@@ -188,18 +210,18 @@ def apply_cmd(settings: Settings, environment: str | None, values_files: tuple[P
     """
     rendered = _render(settings, environment, values_files, only)
     results = apply_connectors(_api(settings), rendered, settings, dry_run=dry_run, prune=prune,
-                               wait=not no_wait, timeout_s=timeout_s)
+                               wait=wait, timeout_s=timeout_s)
     print_rows([r.row() for r in results], output)
 
 
 @connectors.command("register")
 @render_options
 @_apply_options
-@click.option("--allow", multiple=True, metavar="RULE", help="Lint rule to skip on purpose.")
+@click.option("--allow", multiple=True, type=click.Choice(list(lint_mod.RULES)), help="Lint rule to skip on purpose.")
 @OUTPUT_OPTION
 @click.pass_obj
 def register_cmd(settings: Settings, environment: str | None, values_files: tuple[Path, ...], only: tuple[str, ...],
-                 dry_run: bool, prune: bool, no_wait: bool, timeout_s: float, allow: tuple[str, ...],
+                 dry_run: bool, prune: bool, wait: bool, timeout_s: float, allow: tuple[str, ...],
                  output: str) -> None:
     """Render, lint, validate, apply and wait: the one command an operator runs
     (scripts/register_connectors calls this).
@@ -211,6 +233,7 @@ def register_cmd(settings: Settings, environment: str | None, values_files: tupl
     """
     rendered = _render(settings, environment, values_files, only)
     api = _api(settings)
+    api.server_info()  # an unreachable worker or a server that is not Connect fails here, in one line
     click.echo(f"rendered {len(rendered.connectors)} connector(s) for {rendered.environment}", err=True)
     findings = lint_mod.lint({c.name: c.config for c in rendered.connectors}, _live_configs(api), allow)
     for f in findings:
@@ -218,13 +241,20 @@ def register_cmd(settings: Settings, environment: str | None, values_files: tupl
     lint_mod.raise_on_errors(findings)
     errors = []
     for connector in rendered.connectors:
-        ensure_local_secret(connector, settings)  # the worker's secret file, not a Connect change
+        if dry_run:  # a dry run writes nothing, not even the local worker's secret file
+            secret = connector.local_secret_file
+            if secret and not Path(secret["path"]).is_file():
+                click.echo(f"dry run: not validating {connector.name}: its local secret file "
+                           f"{secret['path']} is written by a real run", err=True)
+                continue
+        else:
+            ensure_local_secret(connector, settings)  # the worker's secret file, not a Connect change
         errors.extend(validate_mod.validate_config(api, connector.name, connector.config))
     for e in errors:
         click.echo(f"invalid: {e.connector} {e.field}: {e.error}", err=True)
     validate_mod.raise_on_errors(errors)
     click.echo("lint and validate passed; applying", err=True)
-    results = apply_connectors(api, rendered, settings, dry_run=dry_run, prune=prune, wait=not no_wait,
+    results = apply_connectors(api, rendered, settings, dry_run=dry_run, prune=prune, wait=wait,
                                timeout_s=timeout_s)
     print_rows([r.row() for r in results], output)
 
@@ -245,7 +275,7 @@ def get_cmd(settings: Settings, prefix: str, output: str) -> None:
 
 
 @connectors.command("status")
-@click.argument("name")
+@NAME_ARGUMENT
 @OUTPUT_OPTION
 @click.pass_obj
 def status_cmd(settings: Settings, name: str, output: str) -> None:
@@ -259,7 +289,7 @@ def status_cmd(settings: Settings, name: str, output: str) -> None:
 
 
 @connectors.command("describe")
-@click.argument("name")
+@NAME_ARGUMENT
 @OUTPUT_OPTION
 @click.pass_obj
 def describe_cmd(settings: Settings, name: str, output: str) -> None:
@@ -287,21 +317,18 @@ def describe_cmd(settings: Settings, name: str, output: str) -> None:
 
 
 def _write_verb(verb: str, doc: str) -> None:
-    @connectors.command(verb, help=doc)
-    @click.argument("name")
-    @click.option("--dry-run", is_flag=True, help="Print what would be done; do nothing.")
-    @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the resulting state.")
-    @click.option("--timeout", "timeout_s", default=60.0, show_default=True, help="Seconds to wait.")
-    @click.option("--all-tasks", is_flag=True, help="restart only: restart every task, not just failed ones.")
-    @click.pass_obj
-    def command(settings: Settings, name: str, dry_run: bool, wait: bool, timeout_s: float, all_tasks: bool) -> None:
+    def command(settings: Settings, name: str, dry_run: bool, wait: bool, timeout_s: float,
+                all_tasks: bool = False) -> None:
         api = _api(settings)
-        api.get_status(name)  # a clear 404 before anything else
+        api.get_status(name)  # a clear "no such connector" before anything else
         if dry_run:
             click.echo(f"would {verb} {name}")
             return
         if verb == "delete":
-            delete_connector(api, name, timeout_s)
+            if wait:
+                delete_connector(api, name, timeout_s)
+            else:
+                api.delete(name)
         elif verb == "restart":
             api.restart(name, include_tasks=True, only_failed=not all_tasks)
             if wait:
@@ -312,6 +339,14 @@ def _write_verb(verb: str, doc: str) -> None:
             if wait:
                 wait_for_state(api, name, target, timeout_s)
         click.echo(f"{verb}: {name}")
+
+    if verb == "restart":  # options only where they act
+        command = click.option("--all-tasks", is_flag=True, help="Restart every task, not just failed ones.")(command)
+    command = click.option("--timeout", "timeout_s", default=60.0, show_default=True, help="Seconds to wait.")(command)
+    command = WAIT_OPTION(command)
+    command = click.option("--dry-run", is_flag=True, help="Print what would be done; do nothing.")(command)
+    command = NAME_ARGUMENT(command)
+    connectors.command(verb, help=doc)(click.pass_obj(command))
 
 
 for _verb, _doc in {
@@ -330,7 +365,7 @@ for _verb, _doc in {
 
 
 @connectors.command("offsets")
-@click.argument("name")
+@NAME_ARGUMENT
 @OUTPUT_OPTION
 @click.pass_obj
 def offsets_cmd(settings: Settings, name: str, output: str) -> None:

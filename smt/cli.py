@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from fresh.clients import check_kafka
 from fresh.errors import ConfigError
 from fresh.output import OUTPUT_OPTION, print_rows
 from fresh.pipeline import load_pipeline_config
@@ -162,6 +163,7 @@ def secure_run(settings: Settings, instance_id: str | None, batch_size: int, idl
                    f"active_key={processor.keyring.active.id} transform={processor.transform_kind} "
                    f"transform_threads={opts.transform_threads}", err=True)
         return
+    check_kafka(settings.kafka_bootstrap)  # one line within seconds when the broker is down
     created = ensure_topics(cfg, settings.kafka_bootstrap)
     if created:
         log.info("created topics %s", ",".join(created))

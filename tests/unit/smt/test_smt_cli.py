@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fresh.cli import freshctl
+from freshctl.cli import freshctl
 from smt.keyring import KeyringSource
 
 COMMANDS = [["keys", "generate"], ["keys", "rotate"], ["keys", "list"], ["secure", "run"], ["secure", "policy"],
