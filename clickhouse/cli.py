@@ -18,7 +18,7 @@ from clickhouse.migrate import migrate as run_migrate
 from clickhouse.migrate import plan as run_plan
 from clickhouse.quality import layer_counts, quality_stats, validation_summary
 from clickhouse.render import Migration, render_migrations
-from fresh.errors import ConfigError
+from fresh.errors import ConfigError, DriftError
 from fresh.output import OUTPUT_OPTION, print_rows
 from fresh.pipeline import PipelineConfig, load_pipeline_config
 from fresh.settings import Settings
@@ -69,6 +69,9 @@ def clickhouse() -> None:
 def plan_cmd(settings: Settings, output: str, show_sql: bool) -> None:
     """Show each migration and whether it is applied, pending or changed. Read-only.
 
+    Exit 3 (drift) when a migration is pending or an applied one's file changed since; 0 when the
+    database is what the migrations say.
+
     \b
     Examples:
       freshctl clickhouse plan
@@ -82,6 +85,14 @@ def plan_cmd(settings: Settings, output: str, show_sql: bool) -> None:
         for m, r in zip(migrations, rows, strict=True):
             if r.status == "pending":
                 click.echo(f"\n-- ==== {m.name} ====\n{m.sql}")
+    pending = [r.name for r in rows if r.status == "pending"]
+    changed = [r.name for r in rows if r.status == "changed"]
+    if changed:
+        raise DriftError(f"{len(changed)} applied migration(s) changed since they were applied "
+                         f"({', '.join(changed)}); restore the file(s) and add a new migration instead")
+    if pending:
+        raise DriftError(f"{len(pending)} migration(s) pending ({', '.join(pending)}); "
+                         "run `freshctl clickhouse migrate`")
 
 
 @clickhouse.command("migrate")
@@ -102,7 +113,7 @@ def migrate_cmd(settings: Settings, output: str, dry_run: bool) -> None:
     with _open(settings) as (cfg, backend):
         migrations = _migrations(settings, cfg, backend, for_apply=not dry_run)
         rows = run_migrate(backend, migrations, cfg.clickhouse.raw_database, dry_run=dry_run,
-                           progress=lambda msg: click.echo(msg, err=True))
+                           progress=lambda msg: None if output == "json" else click.echo(msg, err=True))
     if not rows:
         click.echo("nothing to apply: every migration is applied", err=True)
         return
@@ -162,8 +173,9 @@ def verify_cmd(settings: Settings, output: str) -> None:
 @clickhouse.command("ingest")
 @click.option("--seconds", type=float, default=None, help="Stop after this long. Default: run until SIGTERM/SIGINT.")
 @click.option("--every", type=float, default=10.0, show_default=True, help="Print layer counts this often (s).")
+@click.option("--dry-run", is_flag=True, help="Print the topics it would consume; open nothing.")
 @click.pass_obj
-def ingest_cmd(settings: Settings, seconds: float | None, every: float) -> None:
+def ingest_cmd(settings: Settings, seconds: float | None, every: float, dry_run: bool) -> None:
     """Hold the embedded engine open so its Kafka tables consume the _secure topics into RAW and MART.
 
     chdb's Kafka tables consume only while a process holds its session (a ClickHouse server
@@ -173,7 +185,14 @@ def ingest_cmd(settings: Settings, seconds: float | None, every: float) -> None:
     Examples:
       freshctl clickhouse ingest                 # until Ctrl-C
       freshctl clickhouse ingest --seconds 60 --every 5
+      freshctl clickhouse ingest --dry-run
     """
+    if dry_run:
+        cfg = load_pipeline_config(settings.pipeline_config)
+        topics = ", ".join(e.secure_topic for e in cfg.entities.values())
+        click.echo(f"dry run: would consume {topics} from {settings.kafka_bootstrap} into "
+                   f"{cfg.clickhouse.raw_database} ({settings.clickhouse_backend})")
+        return
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _signum, _frame: stop.set())

@@ -317,12 +317,12 @@ def describe_cmd(settings: Settings, name: str, output: str) -> None:
 
 
 def _write_verb(verb: str, doc: str) -> None:
-    def command(settings: Settings, name: str, dry_run: bool, wait: bool, timeout_s: float,
+    def command(settings: Settings, name: str, dry_run: bool, wait: bool, timeout_s: float, output: str,
                 all_tasks: bool = False) -> None:
         api = _api(settings)
         api.get_status(name)  # a clear "no such connector" before anything else
         if dry_run:
-            click.echo(f"would {verb} {name}")
+            print_rows([{"connector": name, "action": f"would {verb}"}], output)
             return
         if verb == "delete":
             if wait:
@@ -338,11 +338,12 @@ def _write_verb(verb: str, doc: str) -> None:
             target = {"pause": "PAUSED", "resume": "RUNNING", "stop": "STOPPED"}[verb]
             if wait:
                 wait_for_state(api, name, target, timeout_s)
-        click.echo(f"{verb}: {name}")
+        print_rows([{"connector": name, "action": verb}], output)
 
     if verb == "restart":  # options only where they act
         command = click.option("--all-tasks", is_flag=True, help="Restart every task, not just failed ones.")(command)
     command = click.option("--timeout", "timeout_s", default=60.0, show_default=True, help="Seconds to wait.")(command)
+    command = OUTPUT_OPTION(command)
     command = WAIT_OPTION(command)
     command = click.option("--dry-run", is_flag=True, help="Print what would be done; do nothing.")(command)
     command = NAME_ARGUMENT(command)

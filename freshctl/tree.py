@@ -6,12 +6,12 @@ import click
 
 
 def walk(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
-    """Every command under `group` (groups included), depth first, imported (lazy groups loaded)."""
+    """Every visible command under `group` (groups included), depth first, imported (lazy groups loaded)."""
     ctx = click.Context(group)
     found: list[tuple[tuple[str, ...], click.Command]] = []
     for name in group.list_commands(ctx):
         cmd = group.get_command(ctx, name)
-        if cmd is None:
+        if cmd is None or cmd.hidden:  # hidden: former names kept for scripts
             continue
         path = (*prefix, name)
         found.append((path, cmd))

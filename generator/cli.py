@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 from pymongo import MongoClient
 
+from fresh import progress
 from fresh.output import OUTPUT_OPTION, print_rows
 from fresh.pipeline import load_pipeline_config
 from fresh.settings import Settings
@@ -74,7 +74,7 @@ def seed_command(settings: Settings, seed_value: int, scale: int, locale: str, b
         change_client = connect(settings)
         try:
             runner = ChangeRunner(database(change_client, config, db_name), config, domain)
-            with click.progressbar(length=changes, label="changes", file=sys.stderr) as bar:
+            with progress.bar("changes", changes) as bar:
                 changed = runner.run(changes, rate, progress=lambda _kind: bar.update(1))
         finally:
             change_client.close()
@@ -102,7 +102,7 @@ def seed_command(settings: Settings, seed_value: int, scale: int, locale: str, b
             sinks.append(mongo)
         if export_dir:
             sinks.append(JsonlSink(export_dir, config))
-        with click.progressbar(length=sum(counts.values()), label="seeding", file=sys.stderr) as bar:
+        with progress.bar("seeding", sum(counts.values())) as bar:
             report = seed(domain, sinks, batch_size=batch_size, progress=lambda _e, n: bar.update(n))
     finally:
         if client is not None:

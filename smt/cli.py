@@ -39,7 +39,7 @@ def keys() -> None:
     Examples:
       freshctl keys generate
       freshctl keys rotate            # a running processor picks the new key up, no restart
-      freshctl keys list -o json
+      freshctl keys get -o json
     """
 
 
@@ -74,7 +74,7 @@ def keys_rotate(settings: Settings, dry_run: bool, output: str) -> None:
     print_rows(_rows(infos), output)
 
 
-@keys.command("list")
+@keys.command("get")
 @OUTPUT_OPTION
 @click.pass_obj
 def keys_list(settings: Settings, output: str) -> None:
@@ -82,9 +82,14 @@ def keys_list(settings: Settings, output: str) -> None:
 
     \b
     Example:
-      freshctl keys list
+      freshctl keys get -o json
     """
     print_rows(_rows(KeyringSource.from_settings(settings).current().info), output)
+
+
+# `keys list`: the former name of `keys get` (the CLI's verb for listings), kept for scripts.
+keys.add_command(click.Command("list", callback=keys_list.callback, params=keys_list.params, hidden=True,
+                               help="Former name of `keys get`."))
 
 
 @click.group()

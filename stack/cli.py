@@ -25,25 +25,44 @@ def stack() -> None:
 @stack.command()
 @click.option("--service", "services", multiple=True, type=click.Choice(["kafka", "connect", "mongo"]),
               help="Start only these services (repeatable). Default: all.")
+@click.option("--dry-run", is_flag=True, help="Show what would be started, start nothing.")
+@OUTPUT_OPTION
 @click.pass_obj
-def up(settings: Settings, services: tuple[str, ...]) -> None:
-    """Start the stack (idempotent: running services are reused, not twinned).
+def up(settings: Settings, services: tuple[str, ...], dry_run: bool, output: str) -> None:
+    """Start the stack and wait until every service is ready (idempotent: running services are
+    reused, not twinned). A port taken by another process fails at once, naming its setting.
 
     \b
     Examples:
       freshctl stack up
       freshctl stack up --service kafka --service mongo
+      freshctl stack up --dry-run
     """
-    report = LocalStack(settings).up(list(services) or None)
-    parts = [f"started: {', '.join(report.started) or '-'}", f"reused: {', '.join(report.reused) or '-'}"]
-    click.echo(f"stack ready in {report.seconds:.1f}s ({'; '.join(parts)})")
+    local = LocalStack(settings)
+    if dry_run:
+        wanted = [n for n in local.services if not services or n in services]
+        running = [n for n in wanted if local.pid_of(n)]
+        to_start = [n for n in wanted if n not in running]
+        if output == "json":
+            print_rows([{"started": to_start, "reused": running, "seconds": 0.0, "dry_run": True}], output)
+        else:
+            click.echo(f"would start: {', '.join(to_start) or '-'}; reuse: {', '.join(running) or '-'}")
+        return
+    result = local.up(list(services) or None)
+    if output == "json":
+        print_rows([{"started": result.started, "reused": result.reused, "seconds": round(result.seconds, 1)}],
+                   output)
+        return
+    parts = [f"started: {', '.join(result.started) or '-'}", f"reused: {', '.join(result.reused) or '-'}"]
+    click.echo(f"stack ready in {result.seconds:.1f}s ({'; '.join(parts)})")
 
 
 @stack.command()
 @click.option("--wipe", is_flag=True, help="Also delete the stack's data (Kafka logs, configs); keeps jars.")
 @click.option("--dry-run", is_flag=True, help="Show what would be stopped, stop nothing.")
+@OUTPUT_OPTION
 @click.pass_obj
-def down(settings: Settings, wipe: bool, dry_run: bool) -> None:
+def down(settings: Settings, wipe: bool, dry_run: bool, output: str) -> None:
     """Stop the processes this stack started (by PID), and nothing else.
 
     \b
@@ -54,9 +73,15 @@ def down(settings: Settings, wipe: bool, dry_run: bool) -> None:
     local = LocalStack(settings)
     if dry_run:
         running = [n for n in local.services if local.pid_of(n)]
+        if output == "json":
+            print_rows([{"stopped": running, "wiped": wipe, "dry_run": True}], output)
+            return
         click.echo(f"would stop: {', '.join(running) or 'nothing'}" + (" and wipe data" if wipe else ""))
         return
     stopped = local.down(wipe=wipe)
+    if output == "json":
+        print_rows([{"stopped": stopped, "wiped": wipe, "dry_run": False}], output)
+        return
     click.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}" + ("; data wiped" if wipe else ""))
 
 

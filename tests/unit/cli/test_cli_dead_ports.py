@@ -61,7 +61,7 @@ OFFLINE: dict[str, tuple[list[str], int]] = {
     "config topics": ([], 0),
     "connectors render": (["-e", "local"], 0),
     "keys generate": (["--dry-run"], 1),  # refuses: the fixture's keyring exists (a local check, one line)
-    "keys list": ([], 0),
+    "keys get": ([], 0),
     "keys rotate": (["--dry-run"], 0),
     "secure decrypt": (["--entity", "customers"], 2),  # a usage error: no VALUE and no --record
     "secure policy": ([], 0),

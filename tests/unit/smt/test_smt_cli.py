@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from freshctl.cli import freshctl
 from smt.keyring import KeyringSource
 
-COMMANDS = [["keys", "generate"], ["keys", "rotate"], ["keys", "list"], ["secure", "run"], ["secure", "policy"],
+COMMANDS = [["keys", "generate"], ["keys", "rotate"], ["keys", "get"], ["secure", "run"], ["secure", "policy"],
             ["secure", "decrypt"]]
 
 
@@ -29,7 +29,7 @@ def test_every_command_has_help_with_examples(cmd: list[str]) -> None:
 def test_keys_never_print_key_material(env: dict[str, str]) -> None:
     runner = CliRunner()
     outputs = [runner.invoke(freshctl, args, env=env) for args in
-               (["keys", "generate"], ["keys", "rotate"], ["keys", "list", "-o", "json"])]
+               (["keys", "generate"], ["keys", "rotate"], ["keys", "get", "-o", "json"])]
     assert all(r.exit_code == 0 for r in outputs), [r.output for r in outputs]
     data = json.loads(Path(env["FRESH_KEYRING_PATH"]).read_text())
     secrets = [k["secret"] for k in data["keys"]] + [data["index_key"]["secret"]]
