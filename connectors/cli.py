@@ -5,30 +5,31 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.shell_completion import CompletionItem
 
-from connectors import lint as lint_mod
-from connectors import status as status_mod
-from connectors import validate as validate_mod
-from connectors.apply import apply as apply_connectors
-from connectors.apply import delete_connector, ensure_local_secret, wait_for_state
-from connectors.connect_api import ConnectApi
-from connectors.diff import DriftError, diff_config
-from connectors.render import Rendered, known_environments, render, to_json, write_folder
-from fresh.errors import FreshError
+from connectors.lint import RULES as LINT_RULES
 from fresh.output import OUTPUT_OPTION, WAIT_OPTION, print_rows
-from fresh.pipeline import load_pipeline_config
-from fresh.settings import Settings
 
+if TYPE_CHECKING:
+    from connectors.connect_api import ConnectApi
+    from connectors.render import Rendered
+    from fresh.settings import Settings
+
+# The library is imported inside each command, not here: a TAB in `freshctl connectors ...`
+# loads this module, and must not pay for requests, jinja2 and pydantic (docs/benchmarks.md).
 F = Callable[..., Any]
+VALUES_DIR = Path(__file__).resolve().parent / "values"
+ENVIRONMENTS = sorted(p.stem for p in VALUES_DIR.glob("*.yaml") if p.stem != "base")  # = render.known_environments
 
 
 def complete_connectors(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """Live connector names (a short timeout), else the names the default environment renders."""
     try:
+        from connectors.connect_api import ConnectApi
+        from fresh.errors import FreshError
         from fresh.settings import load_settings
 
         settings = load_settings()
@@ -46,7 +47,7 @@ def render_options(func: F) -> F:
                         help="Only this connector (name or values key); repeatable.")(func)
     func = click.option("--values", "-f", "values_files", multiple=True, type=click.Path(exists=True, path_type=Path),
                         help="Extra values file merged over the environment's; repeatable, later wins.")(func)
-    func = click.option("--environment", "-e", default=None, type=click.Choice(known_environments()),
+    func = click.option("--environment", "-e", default=None, type=click.Choice(ENVIRONMENTS),
                         help="Values environment (one values file each in connectors/values/); "
                              "default: FRESH_ENVIRONMENT.")(func)
     return func
@@ -58,11 +59,16 @@ NAME_ARGUMENT = click.argument("name", shell_complete=complete_connectors)
 def _render(
     settings: Settings, environment: str | None, values_files: tuple[Path, ...], only: tuple[str, ...]
 ) -> Rendered:
+    from connectors.render import render
+    from fresh.pipeline import load_pipeline_config
+
     pipeline = load_pipeline_config(settings.pipeline_config)
     return render(pipeline, settings, environment or settings.environment, extra_values=values_files, only=only)
 
 
 def _api(settings: Settings) -> ConnectApi:
+    from connectors.connect_api import ConnectApi
+
     return ConnectApi.from_settings(settings)
 
 
@@ -98,6 +104,7 @@ def render_cmd(settings: Settings, environment: str | None, values_files: tuple[
       freshctl connectors render -e prod
       freshctl connectors render -e local --out-dir out/connectors
     """
+    from connectors.render import to_json, write_folder
     rendered = _render(settings, environment, values_files, only)
     if out_dir:
         for path in write_folder(rendered, out_dir):
@@ -108,7 +115,7 @@ def render_cmd(settings: Settings, environment: str | None, values_files: tuple[
 
 @connectors.command("lint")
 @render_options
-@click.option("--allow", multiple=True, type=click.Choice(list(lint_mod.RULES)), help="Skip a rule on purpose.")
+@click.option("--allow", multiple=True, type=click.Choice(list(LINT_RULES)), help="Skip a rule on purpose.")
 @click.option("--offline", is_flag=True, help="Do not read live configs (skips the offset-reset comparison).")
 @OUTPUT_OPTION
 @click.pass_obj
@@ -122,6 +129,7 @@ def lint_cmd(settings: Settings, environment: str | None, values_files: tuple[Pa
       freshctl connectors lint -e prod --offline
       freshctl connectors lint -e local --allow offset-reset
     """
+    from connectors import lint as lint_mod
     rendered = _render(settings, environment, values_files, only)
     live = {} if offline else _live_configs(_api(settings))
     findings = lint_mod.lint({c.name: c.config for c in rendered.connectors}, live, allow)
@@ -142,6 +150,8 @@ def validate_cmd(settings: Settings, environment: str | None, values_files: tupl
       freshctl connectors validate -e local
       freshctl connectors validate -e local -o json
     """
+    from connectors import validate as validate_mod
+    from connectors.apply import ensure_local_secret
     rendered = _render(settings, environment, values_files, only)
     api = _api(settings)
     errors = []
@@ -169,6 +179,7 @@ def diff_cmd(settings: Settings, environment: str | None, values_files: tuple[Pa
       freshctl connectors diff -e local
       freshctl connectors diff -e prod -o json
     """
+    from connectors.diff import DriftError, diff_config
     rendered = _render(settings, environment, values_files, only)
     api = _api(settings)
     changes = []
@@ -208,6 +219,7 @@ def apply_cmd(settings: Settings, environment: str | None, values_files: tuple[P
       freshctl connectors apply -e local --dry-run
       freshctl connectors apply -e local --prune --timeout 120
     """
+    from connectors.apply import apply as apply_connectors
     rendered = _render(settings, environment, values_files, only)
     results = apply_connectors(_api(settings), rendered, settings, dry_run=dry_run, prune=prune,
                                wait=wait, timeout_s=timeout_s)
@@ -217,7 +229,7 @@ def apply_cmd(settings: Settings, environment: str | None, values_files: tuple[P
 @connectors.command("register")
 @render_options
 @_apply_options
-@click.option("--allow", multiple=True, type=click.Choice(list(lint_mod.RULES)), help="Lint rule to skip on purpose.")
+@click.option("--allow", multiple=True, type=click.Choice(list(LINT_RULES)), help="Lint rule to skip on purpose.")
 @OUTPUT_OPTION
 @click.pass_obj
 def register_cmd(settings: Settings, environment: str | None, values_files: tuple[Path, ...], only: tuple[str, ...],
@@ -231,6 +243,10 @@ def register_cmd(settings: Settings, environment: str | None, values_files: tupl
       scripts/register_connectors -e local
       scripts/register_connectors -e prod --dry-run
     """
+    from connectors import lint as lint_mod
+    from connectors import validate as validate_mod
+    from connectors.apply import apply as apply_connectors
+    from connectors.apply import ensure_local_secret
     rendered = _render(settings, environment, values_files, only)
     api = _api(settings)
     api.server_info()  # an unreachable worker or a server that is not Connect fails here, in one line
@@ -271,6 +287,7 @@ def get_cmd(settings: Settings, prefix: str, output: str) -> None:
       freshctl connectors get
       freshctl connectors get --prefix probablyfresh- -o json
     """
+    from connectors import status as status_mod
     print_rows(status_mod.list_rows(_api(settings), prefix), output, ["name", "class", "type", "state", "tasks"])
 
 
@@ -285,6 +302,7 @@ def status_cmd(settings: Settings, name: str, output: str) -> None:
     Example:
       freshctl connectors status probablyfresh-mongodb-source
     """
+    from connectors import status as status_mod
     print_rows(status_mod.status_rows(_api(settings), name), output)
 
 
@@ -299,6 +317,7 @@ def describe_cmd(settings: Settings, name: str, output: str) -> None:
     Example:
       freshctl connectors describe probablyfresh-mongodb-source -o json
     """
+    from connectors import status as status_mod
     info = status_mod.describe(_api(settings), name)
     if output == "json":
         click.echo(json.dumps(info, indent=2, sort_keys=True))
@@ -319,6 +338,8 @@ def describe_cmd(settings: Settings, name: str, output: str) -> None:
 def _write_verb(verb: str, doc: str) -> None:
     def command(settings: Settings, name: str, dry_run: bool, wait: bool, timeout_s: float, output: str,
                 all_tasks: bool = False) -> None:
+        from connectors.apply import delete_connector, wait_for_state
+
         api = _api(settings)
         api.get_status(name)  # a clear "no such connector" before anything else
         if dry_run:
@@ -376,4 +397,5 @@ def offsets_cmd(settings: Settings, name: str, output: str) -> None:
     Example:
       freshctl connectors offsets probablyfresh-mongodb-source -o json
     """
+    from connectors import status as status_mod
     print_rows(status_mod.offset_rows(_api(settings), name), output)

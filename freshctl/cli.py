@@ -11,8 +11,9 @@ import sys
 import click
 
 from fresh.errors import FreshError
-from freshctl.lazy import LazyCommand, LazyGroup
+from freshctl.lazy import REMAINING_ARGS, LazyCommand, LazyGroup
 
+HELP_FLAGS = frozenset({"-h", "--help"})
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 # name -> where the command lives and its one-line help (tests/unit/foundation/test_cli_grammar.py
@@ -38,7 +39,7 @@ GROUPS: dict[str, LazyCommand] = {
 }
 
 
-@click.group(cls=LazyGroup, lazy=GROUPS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, lazy=GROUPS, context_settings={"help_option_names": sorted(HELP_FLAGS)})
 @click.version_option(package_name="probablyfresh-pipeline", prog_name="freshctl")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(LOG_LEVELS, case_sensitive=False), help="Log level of freshctl's own log lines.")
@@ -56,10 +57,12 @@ def freshctl(ctx: click.Context, log_level: str) -> None:
       freshctl completion bash      # shell completion (docs/cli.md)
     """
     from fresh.logs import configure_logging
-    from fresh.settings import load_settings
 
     configure_logging(log_level)
-    ctx.obj = load_settings()
+    if HELP_FLAGS.isdisjoint(ctx.meta.get(REMAINING_ARGS, ())):  # help needs no settings: keep it quick
+        from fresh.settings import load_settings
+
+        ctx.obj = load_settings()
 
 
 def main() -> None:

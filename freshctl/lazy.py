@@ -8,6 +8,9 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import click
+from click.shell_completion import CompletionItem
+
+REMAINING_ARGS = "freshctl.remaining_args"
 
 
 class LazyCommand(NamedTuple):
@@ -27,6 +30,26 @@ class LazyGroup(click.Group):
         if cmd_name in self.lazy and cmd_name not in self.commands:
             self.add_command(load(self.lazy[cmd_name]), cmd_name)
         return super().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        # click clears the arguments before the group's callback runs; keep them for it to see
+        # (the root skips loading settings for `... --help`).
+        ctx.meta[REMAINING_ARGS] = (*ctx._protected_args, *ctx.args)
+        return super().invoke(ctx)
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
+        """Subcommand names with their one-line help, without importing the lazy ones (a TAB)."""
+        results = []
+        for name in self.list_commands(ctx):
+            if not name.startswith(incomplete):
+                continue
+            if name in self.commands:
+                if not self.commands[name].hidden:
+                    results.append(CompletionItem(name, help=self.commands[name].get_short_help_str()))
+            else:
+                results.append(CompletionItem(name, help=self.lazy[name].short_help))
+        results.extend(click.Command.shell_complete(self, ctx, incomplete))  # the group's own options
+        return results
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = []

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from fresh.clients import check_kafka
+from fresh.completion import complete_entities
 from fresh.errors import ConfigError
 from fresh.output import OUTPUT_OPTION, print_rows
 from fresh.pipeline import load_pipeline_config
@@ -186,7 +187,8 @@ def secure_run(settings: Settings, instance_id: str | None, batch_size: int, idl
 
 @secure.command("decrypt")
 @click.argument("value", required=False)
-@click.option("--entity", help="Entity whose policy applies (customers, purchases, ...).")
+@click.option("--entity", shell_complete=complete_entities,
+              help="Entity whose policy applies (customers, purchases, ...).")
 @click.option("--field", "field_path", help="Field path of VALUE, e.g. email or customer.email.")
 @click.option("--record", "record_file", type=click.File("r"), help="File ('-' for stdin) of JSON records, one a line.")
 @click.option("--dlq-source", help="VALUE is a DLQ payload whose source topic is this (header dlq.source.topic).")

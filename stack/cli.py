@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from fresh.output import OUTPUT_OPTION, print_rows
-from fresh.settings import Settings
-from stack.services import LocalStack
+
+if TYPE_CHECKING:
+    from fresh.settings import Settings
+
+# stack.services (requests, the Kafka and MongoDB drivers) is imported inside each command: a TAB
+# in `freshctl stack ...` loads this module and must stay quick.
 
 
 @click.group()
@@ -38,6 +44,8 @@ def up(settings: Settings, services: tuple[str, ...], dry_run: bool, output: str
       freshctl stack up --service kafka --service mongo
       freshctl stack up --dry-run
     """
+    from stack.services import LocalStack
+
     local = LocalStack(settings)
     if dry_run:
         wanted = [n for n in local.services if not services or n in services]
@@ -70,6 +78,8 @@ def down(settings: Settings, wipe: bool, dry_run: bool, output: str) -> None:
       freshctl stack down
       freshctl stack down --wipe   # start from empty topics next time
     """
+    from stack.services import LocalStack
+
     local = LocalStack(settings)
     if dry_run:
         running = [n for n in local.services if local.pid_of(n)]
@@ -96,6 +106,8 @@ def status(settings: Settings, output: str) -> None:
       freshctl stack status
       freshctl stack status -o json
     """
+    from stack.services import LocalStack
+
     print_rows(LocalStack(settings).status(), output)
 
 
@@ -111,4 +123,6 @@ def logs(settings: Settings, service: str, lines: int) -> None:
       freshctl stack logs kafka
       freshctl stack logs connect -n 200
     """
+    from stack.services import LocalStack
+
     click.echo(LocalStack(settings).tail(service, lines))

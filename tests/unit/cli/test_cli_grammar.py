@@ -84,12 +84,31 @@ def test_the_registry_help_is_the_commands_own() -> None:
         assert cmd.get_short_help_str(limit=200) == entry.short_help, f"GROUPS[{name!r}] help drifted"
 
 
-def test_help_imports_no_part() -> None:
-    code = ("import sys; from freshctl.cli import freshctl; freshctl.main(['--help'], standalone_mode=False); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "{'connectors','smt','clickhouse','generator','stack','confluent_kafka','pydantic','pymongo'}))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
-    assert out.stdout.strip().splitlines()[-1] == "[]"
+HEAVY = ["confluent_kafka", "pydantic", "pymongo", "requests", "jinja2", "chdb", "clickhouse_connect", "faker"]
+
+
+@pytest.mark.parametrize(("args", "env", "not_loaded"), [
+    (["--help"], {}, ["connectors", "smt", "clickhouse", "generator", "stack", *HEAVY]),
+    (["connectors", "--help"], {}, HEAVY),
+    (["stack", "--help"], {}, HEAVY),
+    ([], {"_FRESHCTL_COMPLETE": "bash_complete", "COMP_WORDS": "freshctl ", "COMP_CWORD": "1"},
+     ["connectors", "smt", "clickhouse", "generator", "stack", *HEAVY]),
+    ([], {"_FRESHCTL_COMPLETE": "bash_complete", "COMP_WORDS": "freshctl connectors render -e ", "COMP_CWORD": "4"},
+     HEAVY),
+])
+def test_help_and_tab_import_only_what_they_show(args: list[str], env: dict[str, str], not_loaded: list[str]) -> None:
+    """The lazy groups at work: a TAB or --help loads no driver (docs/benchmarks.md has the times)."""
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: print('LOADED', sorted({m.split('.')[0] for m in sys.modules}),\n"
+            "                              file=sys.stderr))\n"
+            "from freshctl.cli import freshctl\n"
+            f"freshctl.main({args!r}, prog_name='freshctl')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=False,
+                         env={**os.environ, **env})
+    assert out.returncode == 0, out.stderr
+    loaded = set(eval(out.stderr.split("LOADED ", 1)[1]))  # noqa: S307 - our own printed list
+    assert out.stdout.strip()
+    assert not loaded & set(not_loaded), loaded & set(not_loaded)
 
 
 @pytest.mark.parametrize("args", [
