@@ -40,11 +40,17 @@ class Wait:
         if self._progress is not None or not enabled() or time.monotonic() - self.started < SHOW_AFTER_S:
             return
         from rich.console import Console
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress, ProgressColumn, SpinnerColumn, Task, TextColumn
+        from rich.text import Text
 
-        deadline = "" if self.timeout_s is None else f"(deadline {self.timeout_s:.0f}s)"
+        started, limit = self.started, ("" if self.timeout_s is None else f" of {self.timeout_s:.0f}s deadline")
+
+        class Elapsed(ProgressColumn):  # since the wait began, not since the line appeared
+            def render(self, task: Task) -> Text:
+                return Text(f"{time.monotonic() - started:.0f}s{limit}")
+
         self._progress = Progress(
-            SpinnerColumn(), TextColumn("waiting for {task.description}"), TimeElapsedColumn(), TextColumn(deadline),
+            SpinnerColumn(), TextColumn("waiting for {task.description}"), Elapsed(),
             console=Console(stderr=True), transient=True,
         )
         self._progress.add_task(self.what, total=None)

@@ -135,7 +135,10 @@ def results(env: dict[str, str]) -> dict[str, tuple[subprocess.CompletedProcess[
         return result, time.monotonic() - started
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        return dict(zip(table, pool.map(one, table), strict=True))
+        done = dict(zip(table, pool.map(one, table), strict=True))
+    for command, (result, seconds) in sorted(done.items()):  # the table of docs/cli.md (pytest -s shows it)
+        print(f"| `freshctl {command}` | {seconds:.1f} s | {result.returncode} |")
+    return done
 
 
 @pytest.mark.parametrize("command", sorted(NEEDS_SERVER))
