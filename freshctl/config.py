@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from fresh.output import OUTPUT_OPTION, print_rows
-from fresh.pipeline import load_pipeline_config
-from fresh.settings import Settings
+
+if TYPE_CHECKING:
+    from fresh.settings import Settings
 
 
 @click.group()
@@ -29,6 +32,8 @@ def config_check(settings: Settings) -> None:
     Example:
       FRESH_PIPELINE_CONFIG=other.yaml freshctl config check
     """
+    from fresh.pipeline import load_pipeline_config
+
     cfg = load_pipeline_config(settings.pipeline_config)
     click.echo(f"{settings.pipeline_config}: ok ({len(cfg.entities)} entities)")
 
@@ -43,6 +48,8 @@ def config_topics(settings: Settings, output: str) -> None:
     Example:
       freshctl config topics
     """
+    from fresh.pipeline import load_pipeline_config
+
     cfg = load_pipeline_config(settings.pipeline_config)
     rows = [
         {"entity": e.name, "collection": f"{cfg.mongodb.database}.{e.collection}",

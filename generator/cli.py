@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from pymongo import MongoClient
 
 from fresh import progress
 from fresh.output import OUTPUT_OPTION, print_rows
-from fresh.pipeline import load_pipeline_config
-from fresh.settings import Settings
-from generator.changes import KINDS, ChangeRunner, planned_counts
-from generator.domain import Domain, Plan
-from generator.mongo import connect, database
-from generator.seed import ENTITIES, JsonlSink, MongoSink, Sink, check_config, seed
+
+if TYPE_CHECKING:
+    from pymongo import MongoClient
+
+    from fresh.settings import Settings
+    from generator.seed import Sink
+
+# Faker and pymongo are imported inside the command: a TAB in `freshctl seed ...` must stay quick.
 
 
 @click.command("seed")
@@ -55,6 +56,12 @@ def seed_command(settings: Settings, seed_value: int, scale: int, locale: str, b
       freshctl seed --changes 500 --rate 20      # 500 changes at 20 per second, for CDC demos
       freshctl seed --scale 10 --dry-run -o json
     """
+    from fresh.pipeline import load_pipeline_config
+    from generator.changes import KINDS, ChangeRunner, planned_counts
+    from generator.domain import Domain, Plan
+    from generator.mongo import connect, database
+    from generator.seed import ENTITIES, JsonlSink, MongoSink, check_config, seed
+
     config = load_pipeline_config(settings.pipeline_config)
     check_config(config)
     plan = Plan(seed=seed_value, scale=scale, locale=locale)

@@ -7,20 +7,18 @@ import logging
 import signal
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from fresh.clients import check_kafka
 from fresh.completion import complete_entities
-from fresh.errors import ConfigError
 from fresh.output import OUTPUT_OPTION, print_rows
-from fresh.pipeline import load_pipeline_config
-from fresh.settings import Settings
-from smt.envelope import decrypt
-from smt.keyring import KeyringSource
-from smt.processor import DLQ_COLLECTION, Processor, ProcessorOptions, ensure_topics, topic_mapping
-from smt.transform import compile_rules, decrypt_record
+
+if TYPE_CHECKING:
+    from fresh.settings import Settings
+
+# smt's modules (cryptography, librdkafka) are imported inside each command: a TAB in
+# `freshctl keys|secure ...` loads this module and must stay quick (docs/cli.md).
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +53,8 @@ def keys_generate(settings: Settings, dry_run: bool, output: str) -> None:
     Example:
       FRESH_KEYRING_PATH=~/.config/probablyfresh/keyring.json freshctl keys generate
     """
+    from smt.keyring import KeyringSource
+
     infos = KeyringSource.from_settings(settings).generate(dry_run=dry_run)
     print_rows(_rows(infos), output)
     click.echo(f"{'would create' if dry_run else 'created'} {settings.keyring_path}", err=True)
@@ -71,6 +71,8 @@ def keys_rotate(settings: Settings, dry_run: bool, output: str) -> None:
     Example:
       freshctl keys rotate --dry-run
     """
+    from smt.keyring import KeyringSource
+
     infos = KeyringSource.from_settings(settings).rotate(dry_run=dry_run)
     print_rows(_rows(infos), output)
 
@@ -85,6 +87,8 @@ def keys_list(settings: Settings, output: str) -> None:
     Example:
       freshctl keys get -o json
     """
+    from smt.keyring import KeyringSource
+
     print_rows(_rows(KeyringSource.from_settings(settings).current().info), output)
 
 
@@ -115,6 +119,8 @@ def secure_policy(settings: Settings, output: str) -> None:
     Example:
       freshctl secure policy -o json
     """
+    from fresh.pipeline import load_pipeline_config
+
     cfg = load_pipeline_config(settings.pipeline_config)
     rows: list[dict[str, Any]] = []
     for e in cfg.entities.values():
@@ -153,6 +159,11 @@ def secure_run(settings: Settings, instance_id: str | None, batch_size: int, idl
       freshctl --log-level INFO secure run --instance-id pii-0
       freshctl secure run --dry-run
     """
+    from fresh.clients import check_kafka
+    from fresh.pipeline import load_pipeline_config
+    from smt.keyring import KeyringSource
+    from smt.processor import Processor, ProcessorOptions, ensure_topics, topic_mapping
+
     cfg = load_pipeline_config(settings.pipeline_config)
     opts = ProcessorOptions(bootstrap=settings.kafka_bootstrap, batch_size=batch_size,
                             counters_interval_s=counters_interval)
@@ -204,6 +215,13 @@ def secure_decrypt(settings: Settings, value: str | None, entity: str | None, fi
       freshctl secure decrypt --entity purchases --record records.jsonl
       freshctl secure decrypt --dlq-source cdc.probablyfresh.customers pf1.k2026...g.XyZ...
     """
+    from fresh.errors import ConfigError
+    from fresh.pipeline import load_pipeline_config
+    from smt.envelope import decrypt
+    from smt.keyring import KeyringSource
+    from smt.processor import DLQ_COLLECTION
+    from smt.transform import compile_rules, decrypt_record
+
     keyring = KeyringSource.from_settings(settings).current()
     log.warning("operator decrypt entity=%s field=%s dlq_source=%s", entity, field_path, dlq_source)
     if dlq_source:
