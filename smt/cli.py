@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from fresh import progress
 from fresh.completion import complete_entities
 from fresh.output import OUTPUT_OPTION, print_rows
 
@@ -181,6 +182,9 @@ def secure_run(settings: Settings, instance_id: str | None, batch_size: int, idl
                    f"transform_threads={opts.transform_threads}", err=True)
         return
     check_kafka(settings.kafka_bootstrap)  # one line within seconds when the broker is down
+    if progress.enabled() and logging.getLogger().getEffectiveLevel() > logging.INFO:
+        # On a terminal, the processor's start, partition and counter lines are its progress.
+        logging.getLogger("smt.processor").setLevel(logging.INFO)
     created = ensure_topics(cfg, settings.kafka_bootstrap)
     if created:
         log.info("created topics %s", ",".join(created))
