@@ -72,3 +72,40 @@ def check_kafka(bootstrap: str, timeout_s: float = 5.0) -> None:
         ) from None
     if not metadata.brokers:
         raise KafkaUnreachableError(f"Kafka at {bootstrap} reports no brokers; set FRESH_KAFKA_BOOTSTRAP")
+
+
+def group_lag(bootstrap: str, group: str, topics: list[str], timeout_s: float = 5.0) -> list[dict[str, Any]]:
+    """Per topic: how many records `group` has not committed yet (the latest offset minus the
+    committed one; a partition without a commit counts from its earliest offset). A topic that
+    does not exist yet has no partitions and no lag."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+
+    admin = AdminClient(kafka_config(bootstrap))
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)
+        parts = [TopicPartition(t, p) for t in topics if t in metadata.topics for p in metadata.topics[t].partitions]
+        ends: dict[str, dict[tuple[str, int], int]] = {}
+        for name, spec in (("latest", OffsetSpec.latest()), ("earliest", OffsetSpec.earliest())):
+            futures = admin.list_offsets({tp: spec for tp in parts}, request_timeout=timeout_s) if parts else {}
+            ends[name] = {(tp.topic, tp.partition): f.result(timeout=timeout_s).offset for tp, f in futures.items()}
+        committed: dict[tuple[str, int], int] = {}
+        if parts:
+            request = [ConsumerGroupTopicPartitions(group, parts)]
+            result = admin.list_consumer_group_offsets(request, request_timeout=timeout_s)[group].result(timeout_s)
+            committed = {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions or []}
+    except KafkaException as exc:
+        reason = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)
+        raise KafkaUnreachableError(
+            f"Kafka at {bootstrap} did not answer within {timeout_s:.0f}s ({reason}); start it "
+            "(freshctl stack up) or set FRESH_KAFKA_BOOTSTRAP to a running broker"
+        ) from None
+    rows = []
+    for topic in topics:
+        keys = [k for k in ends.get("latest", {}) if k[0] == topic]
+        lag = 0
+        for key in keys:
+            start = committed.get(key, -1)
+            lag += max(0, ends["latest"][key] - (start if start >= 0 else ends["earliest"][key]))
+        rows.append({"topic": topic, "partitions": len(keys), "lag": lag})
+    return rows

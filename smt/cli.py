@@ -200,6 +200,34 @@ def secure_run(settings: Settings, instance_id: str | None, batch_size: int, idl
     click.echo(counters.line(), err=True)
 
 
+@secure.command("health")
+@click.option("--max-lag", type=click.IntRange(min=0), default=10_000, show_default=True,
+              help="Most CDC records the processor's group may have left uncommitted.")
+@OUTPUT_OPTION
+@click.pass_obj
+def secure_health(settings: Settings, max_lag: int, output: str) -> None:
+    """Check that the processor keeps up: its consumer group's lag on the CDC topics, per topic.
+    Exit 1 when the lag exceeds --max-lag (the compose processor's healthcheck).
+
+    \b
+    Examples:
+      freshctl secure health
+      freshctl secure health --max-lag 0 -o json
+    """
+    from fresh.clients import group_lag
+    from fresh.errors import FreshError
+    from fresh.pipeline import load_pipeline_config
+
+    cfg = load_pipeline_config(settings.pipeline_config)
+    group = cfg.pii_processor.consumer_group
+    rows = group_lag(settings.kafka_bootstrap, group, [e.cdc_topic for e in cfg.entities.values()])
+    print_rows(rows, output)
+    total = sum(r["lag"] for r in rows)
+    if total > max_lag:
+        raise FreshError(f"processor group {group} is {total} records behind on the CDC topics (limit {max_lag}); "
+                         "check that `freshctl secure run` runs and its log")
+
+
 @secure.command("decrypt")
 @click.argument("value", required=False)
 @click.option("--entity", shell_complete=complete_entities,

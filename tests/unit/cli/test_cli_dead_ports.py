@@ -48,6 +48,7 @@ NEEDS_SERVER: dict[str, tuple[list[str], str]] = {
     "connectors status": ([CONNECTOR], "FRESH_CONNECT_URL"),
     "connectors stop": ([CONNECTOR], "FRESH_CONNECT_URL"),
     "connectors validate": (["-e", "local"], "FRESH_CONNECT_URL"),
+    "secure health": ([], "FRESH_KAFKA_BOOTSTRAP"),
     "secure run": ([], "FRESH_KAFKA_BOOTSTRAP"),
     "seed": ([], "FRESH_MONGO_URI"),
     # The stack's own ports are taken (by this test): `up` refuses at once, naming the setting.
