@@ -105,6 +105,7 @@ def render_cmd(settings: Settings, environment: str | None, values_files: tuple[
       freshctl connectors render -e local --out-dir out/connectors
     """
     from connectors.render import to_json, write_folder
+
     rendered = _render(settings, environment, values_files, only)
     if out_dir:
         for path in write_folder(rendered, out_dir):
@@ -130,6 +131,7 @@ def lint_cmd(settings: Settings, environment: str | None, values_files: tuple[Pa
       freshctl connectors lint -e local --allow offset-reset
     """
     from connectors import lint as lint_mod
+
     rendered = _render(settings, environment, values_files, only)
     live = {} if offline else _live_configs(_api(settings))
     findings = lint_mod.lint({c.name: c.config for c in rendered.connectors}, live, allow)
@@ -152,6 +154,7 @@ def validate_cmd(settings: Settings, environment: str | None, values_files: tupl
     """
     from connectors import validate as validate_mod
     from connectors.apply import ensure_local_secret
+
     rendered = _render(settings, environment, values_files, only)
     api = _api(settings)
     errors = []
@@ -180,6 +183,7 @@ def diff_cmd(settings: Settings, environment: str | None, values_files: tuple[Pa
       freshctl connectors diff -e prod -o json
     """
     from connectors.diff import DriftError, diff_config
+
     rendered = _render(settings, environment, values_files, only)
     api = _api(settings)
     changes = []
@@ -220,6 +224,7 @@ def apply_cmd(settings: Settings, environment: str | None, values_files: tuple[P
       freshctl connectors apply -e local --prune --timeout 120
     """
     from connectors.apply import apply as apply_connectors
+
     rendered = _render(settings, environment, values_files, only)
     results = apply_connectors(_api(settings), rendered, settings, dry_run=dry_run, prune=prune,
                                wait=wait, timeout_s=timeout_s)
@@ -247,6 +252,7 @@ def register_cmd(settings: Settings, environment: str | None, values_files: tupl
     from connectors import validate as validate_mod
     from connectors.apply import apply as apply_connectors
     from connectors.apply import ensure_local_secret
+
     rendered = _render(settings, environment, values_files, only)
     api = _api(settings)
     api.server_info()  # an unreachable worker or a server that is not Connect fails here, in one line
@@ -288,6 +294,7 @@ def get_cmd(settings: Settings, prefix: str, output: str) -> None:
       freshctl connectors get --prefix probablyfresh- -o json
     """
     from connectors import status as status_mod
+
     print_rows(status_mod.list_rows(_api(settings), prefix), output, ["name", "class", "type", "state", "tasks"])
 
 
@@ -303,6 +310,7 @@ def status_cmd(settings: Settings, name: str, output: str) -> None:
       freshctl connectors status probablyfresh-mongodb-source
     """
     from connectors import status as status_mod
+
     print_rows(status_mod.status_rows(_api(settings), name), output)
 
 
@@ -318,6 +326,7 @@ def describe_cmd(settings: Settings, name: str, output: str) -> None:
       freshctl connectors describe probablyfresh-mongodb-source -o json
     """
     from connectors import status as status_mod
+
     info = status_mod.describe(_api(settings), name)
     if output == "json":
         click.echo(json.dumps(info, indent=2, sort_keys=True))
@@ -398,4 +407,5 @@ def offsets_cmd(settings: Settings, name: str, output: str) -> None:
       freshctl connectors offsets probablyfresh-mongodb-source -o json
     """
     from connectors import status as status_mod
+
     print_rows(status_mod.offset_rows(_api(settings), name), output)
