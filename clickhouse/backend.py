@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,7 +46,13 @@ class ChdbBackend:
     def __init__(self, path: Path):
         from chdb import session  # imported here: the server backend must not need chdb loaded
 
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ClickHouseError(
+                f"cannot create the embedded ClickHouse (chdb) data folder {path}: {exc.strerror or exc}; "
+                "set FRESH_CHDB_PATH to a writable folder"
+            ) from None
         self.path = path
         try:
             self._session = session.Session(str(path))
@@ -94,8 +101,9 @@ class ServerBackend:
             )
         except Exception as exc:
             raise ClickHouseError(
-                f"cannot connect to ClickHouse at {settings.clickhouse_host}:{settings.clickhouse_port}: {exc} "
-                "(check FRESH_CLICKHOUSE_HOST/PORT/USER/PASSWORD)"
+                f"ClickHouse server at {settings.clickhouse_host}:{settings.clickhouse_port} did not accept a "
+                f"connection ({_reason(exc)}); start it, or set FRESH_CLICKHOUSE_HOST / FRESH_CLICKHOUSE_PORT / "
+                "FRESH_CLICKHOUSE_USER / FRESH_CLICKHOUSE_PASSWORD (FRESH_CLICKHOUSE_BACKEND=chdb: the embedded engine)"
             ) from None
         return cls(client)
 
@@ -115,6 +123,15 @@ class ServerBackend:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _reason(exc: Exception) -> str:
+    """The short cause inside a driver's long message (`[Errno 111] Connection refused`, an auth error...)."""
+    text = str(exc)
+    errno = re.search(r"\[Errno -?\d+\] [^\"')]+", text)
+    if errno:
+        return errno.group(0)
+    return " ".join(text.split())[:160]
 
 
 def open_backend(settings: Settings) -> Backend:

@@ -8,24 +8,28 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import click
 
-from clickhouse.audit import audit as run_audit
-from clickhouse.backend import Backend, open_backend
-from clickhouse.errors import AuditFindingError
-from clickhouse.migrate import migrate as run_migrate
-from clickhouse.migrate import plan as run_plan
-from clickhouse.quality import layer_counts, quality_stats, validation_summary
-from clickhouse.render import Migration, render_migrations
-from fresh.errors import ConfigError
+from fresh.errors import ConfigError, DriftError
 from fresh.output import OUTPUT_OPTION, print_rows
-from fresh.pipeline import PipelineConfig, load_pipeline_config
-from fresh.settings import Settings
+
+if TYPE_CHECKING:
+    from clickhouse.backend import Backend
+    from clickhouse.render import Migration
+    from fresh.pipeline import PipelineConfig
+    from fresh.settings import Settings
+
+# The ClickHouse drivers and the pipeline config are imported inside each command: a TAB in
+# `freshctl clickhouse ...` loads this module and must stay quick (docs/cli.md).
 
 
 @contextmanager
 def _open(settings: Settings) -> Iterator[tuple[PipelineConfig, Backend]]:
+    from clickhouse.backend import open_backend
+    from fresh.pipeline import load_pipeline_config
+
     cfg = load_pipeline_config(settings.pipeline_config)
     backend = open_backend(settings)
     try:
@@ -41,6 +45,8 @@ def _migrations(settings: Settings, cfg: PipelineConfig, backend: Backend, *, fo
             "FRESH_CLICKHOUSE_DASHBOARD_PASSWORD is empty; the read-only dashboard user needs a password "
             "(set it in the environment, never in a file of this repo)"
         )
+    from clickhouse.render import render_migrations
+
     digest = hashlib.sha256(password.encode()).hexdigest() if password else ""
     return render_migrations(cfg, settings.kafka_bootstrap, dashboard_password_sha256=digest)
 
@@ -69,11 +75,16 @@ def clickhouse() -> None:
 def plan_cmd(settings: Settings, output: str, show_sql: bool) -> None:
     """Show each migration and whether it is applied, pending or changed. Read-only.
 
+    Exit 3 (drift) when a migration is pending or an applied one's file changed since; 0 when the
+    database is what the migrations say.
+
     \b
     Examples:
       freshctl clickhouse plan
       freshctl clickhouse plan --show-sql
     """
+    from clickhouse.migrate import plan as run_plan
+
     with _open(settings) as (cfg, backend):
         migrations = _migrations(settings, cfg, backend, for_apply=False)
         rows = run_plan(backend, migrations, cfg.clickhouse.raw_database)
@@ -82,6 +93,14 @@ def plan_cmd(settings: Settings, output: str, show_sql: bool) -> None:
         for m, r in zip(migrations, rows, strict=True):
             if r.status == "pending":
                 click.echo(f"\n-- ==== {m.name} ====\n{m.sql}")
+    pending = [r.name for r in rows if r.status == "pending"]
+    changed = [r.name for r in rows if r.status == "changed"]
+    if changed:
+        raise DriftError(f"{len(changed)} applied migration(s) changed since they were applied "
+                         f"({', '.join(changed)}); restore the file(s) and add a new migration instead")
+    if pending:
+        raise DriftError(f"{len(pending)} migration(s) pending ({', '.join(pending)}); "
+                         "run `freshctl clickhouse migrate`")
 
 
 @clickhouse.command("migrate")
@@ -99,10 +118,12 @@ def migrate_cmd(settings: Settings, output: str, dry_run: bool) -> None:
       freshctl clickhouse migrate --dry-run
       freshctl clickhouse migrate
     """
+    from clickhouse.migrate import migrate as run_migrate
+
     with _open(settings) as (cfg, backend):
         migrations = _migrations(settings, cfg, backend, for_apply=not dry_run)
         rows = run_migrate(backend, migrations, cfg.clickhouse.raw_database, dry_run=dry_run,
-                           progress=lambda msg: click.echo(msg, err=True))
+                           progress=lambda msg: None if output == "json" else click.echo(msg, err=True))
     if not rows:
         click.echo("nothing to apply: every migration is applied", err=True)
         return
@@ -124,6 +145,9 @@ def audit_cmd(settings: Settings, output: str) -> None:
     Example:
       freshctl clickhouse audit -o json
     """
+    from clickhouse.audit import audit as run_audit
+    from clickhouse.errors import AuditFindingError
+
     with _open(settings) as (cfg, backend):
         tables, findings = run_audit(backend, cfg)
     if output == "json":
@@ -147,6 +171,8 @@ def verify_cmd(settings: Settings, output: str) -> None:
     Example:
       freshctl clickhouse verify
     """
+    from clickhouse.quality import layer_counts, quality_stats, validation_summary
+
     with _open(settings) as (cfg, backend):
         counts = layer_counts(backend, cfg)
         stats = quality_stats(backend, cfg)
@@ -162,8 +188,9 @@ def verify_cmd(settings: Settings, output: str) -> None:
 @clickhouse.command("ingest")
 @click.option("--seconds", type=float, default=None, help="Stop after this long. Default: run until SIGTERM/SIGINT.")
 @click.option("--every", type=float, default=10.0, show_default=True, help="Print layer counts this often (s).")
+@click.option("--dry-run", is_flag=True, help="Print the topics it would consume; open nothing.")
 @click.pass_obj
-def ingest_cmd(settings: Settings, seconds: float | None, every: float) -> None:
+def ingest_cmd(settings: Settings, seconds: float | None, every: float, dry_run: bool) -> None:
     """Hold the embedded engine open so its Kafka tables consume the _secure topics into RAW and MART.
 
     chdb's Kafka tables consume only while a process holds its session (a ClickHouse server
@@ -173,7 +200,17 @@ def ingest_cmd(settings: Settings, seconds: float | None, every: float) -> None:
     Examples:
       freshctl clickhouse ingest                 # until Ctrl-C
       freshctl clickhouse ingest --seconds 60 --every 5
+      freshctl clickhouse ingest --dry-run
     """
+    from clickhouse.quality import layer_counts
+    from fresh.pipeline import load_pipeline_config
+
+    if dry_run:
+        cfg = load_pipeline_config(settings.pipeline_config)
+        topics = ", ".join(e.secure_topic for e in cfg.entities.values())
+        click.echo(f"dry run: would consume {topics} from {settings.kafka_bootstrap} into "
+                   f"{cfg.clickhouse.raw_database} ({settings.clickhouse_backend})")
+        return
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _signum, _frame: stop.set())

@@ -5,43 +5,70 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+from click.shell_completion import CompletionItem
 
-from connectors import lint as lint_mod
-from connectors import status as status_mod
-from connectors import validate as validate_mod
-from connectors.apply import apply as apply_connectors
-from connectors.apply import delete_connector, ensure_local_secret, wait_for_state
-from connectors.connect_api import ConnectApi
-from connectors.diff import DriftError, diff_config
-from connectors.render import Rendered, render, to_json, write_folder
-from fresh.output import OUTPUT_OPTION, print_rows
-from fresh.pipeline import load_pipeline_config
-from fresh.settings import Settings
+from connectors.lint import RULES as LINT_RULES
+from fresh.output import OUTPUT_OPTION, WAIT_OPTION, print_rows
 
+if TYPE_CHECKING:
+    from connectors.connect_api import ConnectApi
+    from connectors.render import Rendered
+    from fresh.settings import Settings
+
+# The library is imported inside each command, not here: a TAB in `freshctl connectors ...`
+# loads this module, and must not pay for requests, jinja2 and pydantic (docs/benchmarks.md).
 F = Callable[..., Any]
+VALUES_DIR = Path(__file__).resolve().parent / "values"
+ENVIRONMENTS = sorted(p.stem for p in VALUES_DIR.glob("*.yaml") if p.stem != "base")  # = render.known_environments
+
+
+def complete_connectors(_ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Live connector names (a short timeout), else the names the default environment renders."""
+    try:
+        from connectors.connect_api import ConnectApi
+        from fresh.errors import FreshError
+        from fresh.settings import load_settings
+
+        settings = load_settings()
+        try:
+            names = ConnectApi.from_settings(settings, timeout_s=0.5).list_connectors()
+        except FreshError:
+            names = [c.name for c in _render(settings, None, (), ()).connectors]
+    except Exception:  # completion must never fail the shell
+        return []
+    return [CompletionItem(n) for n in names if n.startswith(incomplete)]
 
 
 def render_options(func: F) -> F:
-    func = click.option("--only", multiple=True, metavar="NAME",
+    func = click.option("--only", multiple=True, metavar="NAME", shell_complete=complete_connectors,
                         help="Only this connector (name or values key); repeatable.")(func)
     func = click.option("--values", "-f", "values_files", multiple=True, type=click.Path(exists=True, path_type=Path),
                         help="Extra values file merged over the environment's; repeatable, later wins.")(func)
-    func = click.option("--environment", "-e", default=None,
-                        help="Values environment: local, compose or prod (default: FRESH_ENVIRONMENT).")(func)
+    func = click.option("--environment", "-e", default=None, type=click.Choice(ENVIRONMENTS),
+                        help="Values environment (one values file each in connectors/values/); "
+                             "default: FRESH_ENVIRONMENT.")(func)
     return func
+
+
+NAME_ARGUMENT = click.argument("name", shell_complete=complete_connectors)
 
 
 def _render(
     settings: Settings, environment: str | None, values_files: tuple[Path, ...], only: tuple[str, ...]
 ) -> Rendered:
+    from connectors.render import render
+    from fresh.pipeline import load_pipeline_config
+
     pipeline = load_pipeline_config(settings.pipeline_config)
     return render(pipeline, settings, environment or settings.environment, extra_values=values_files, only=only)
 
 
 def _api(settings: Settings) -> ConnectApi:
+    from connectors.connect_api import ConnectApi
+
     return ConnectApi.from_settings(settings)
 
 
@@ -68,25 +95,28 @@ def connectors() -> None:
 @click.pass_obj
 def render_cmd(settings: Settings, environment: str | None, values_files: tuple[Path, ...], only: tuple[str, ...],
                out_dir: Path | None) -> None:
-    """Render connector configs (JSON) to stdout or a folder. Secrets stay provider references.
+    """Render connector configs to stdout (one JSON array of {name, config}) or a folder (one
+    file per connector). Secrets stay provider references. An environment renders from its own
+    values only (local from the local stack's FRESH_* ports).
 
     \b
     Examples:
       freshctl connectors render -e prod
       freshctl connectors render -e local --out-dir out/connectors
     """
+    from connectors.render import to_json, write_folder
+
     rendered = _render(settings, environment, values_files, only)
     if out_dir:
         for path in write_folder(rendered, out_dir):
             click.echo(str(path))
         return
-    for connector in rendered.connectors:
-        click.echo(to_json(connector), nl=False)
+    click.echo(json.dumps([json.loads(to_json(c)) for c in rendered.connectors], indent=2, sort_keys=True))
 
 
 @connectors.command("lint")
 @render_options
-@click.option("--allow", multiple=True, metavar="RULE", help=f"Skip a rule on purpose: {', '.join(lint_mod.RULES)}.")
+@click.option("--allow", multiple=True, type=click.Choice(list(LINT_RULES)), help="Skip a rule on purpose.")
 @click.option("--offline", is_flag=True, help="Do not read live configs (skips the offset-reset comparison).")
 @OUTPUT_OPTION
 @click.pass_obj
@@ -100,6 +130,8 @@ def lint_cmd(settings: Settings, environment: str | None, values_files: tuple[Pa
       freshctl connectors lint -e prod --offline
       freshctl connectors lint -e local --allow offset-reset
     """
+    from connectors import lint as lint_mod
+
     rendered = _render(settings, environment, values_files, only)
     live = {} if offline else _live_configs(_api(settings))
     findings = lint_mod.lint({c.name: c.config for c in rendered.connectors}, live, allow)
@@ -120,6 +152,9 @@ def validate_cmd(settings: Settings, environment: str | None, values_files: tupl
       freshctl connectors validate -e local
       freshctl connectors validate -e local -o json
     """
+    from connectors import validate as validate_mod
+    from connectors.apply import ensure_local_secret
+
     rendered = _render(settings, environment, values_files, only)
     api = _api(settings)
     errors = []
@@ -147,6 +182,8 @@ def diff_cmd(settings: Settings, environment: str | None, values_files: tuple[Pa
       freshctl connectors diff -e local
       freshctl connectors diff -e prod -o json
     """
+    from connectors.diff import DriftError, diff_config
+
     rendered = _render(settings, environment, values_files, only)
     api = _api(settings)
     changes = []
@@ -164,7 +201,7 @@ def diff_cmd(settings: Settings, environment: str | None, values_files: tuple[Pa
 def _apply_options(func: F) -> F:
     func = click.option("--timeout", "timeout_s", default=60.0, show_default=True,
                         help="Seconds to wait for each connector's desired state.")(func)
-    func = click.option("--no-wait", is_flag=True, help="Do not wait for the desired state.")(func)
+    func = WAIT_OPTION(func)
     func = click.option("--prune", is_flag=True,
                         help="Delete live connectors named with the values' managed_prefix that are "
                              "no longer rendered.")(func)
@@ -178,7 +215,7 @@ def _apply_options(func: F) -> F:
 @OUTPUT_OPTION
 @click.pass_obj
 def apply_cmd(settings: Settings, environment: str | None, values_files: tuple[Path, ...], only: tuple[str, ...],
-              dry_run: bool, prune: bool, no_wait: bool, timeout_s: float, output: str) -> None:
+              dry_run: bool, prune: bool, wait: bool, timeout_s: float, output: str) -> None:
     """Idempotent PUT of each rendered config, then wait for its state (RUNNING, PAUSED or STOPPED).
 
     \b
@@ -186,20 +223,22 @@ def apply_cmd(settings: Settings, environment: str | None, values_files: tuple[P
       freshctl connectors apply -e local --dry-run
       freshctl connectors apply -e local --prune --timeout 120
     """
+    from connectors.apply import apply as apply_connectors
+
     rendered = _render(settings, environment, values_files, only)
     results = apply_connectors(_api(settings), rendered, settings, dry_run=dry_run, prune=prune,
-                               wait=not no_wait, timeout_s=timeout_s)
+                               wait=wait, timeout_s=timeout_s)
     print_rows([r.row() for r in results], output)
 
 
 @connectors.command("register")
 @render_options
 @_apply_options
-@click.option("--allow", multiple=True, metavar="RULE", help="Lint rule to skip on purpose.")
+@click.option("--allow", multiple=True, type=click.Choice(list(LINT_RULES)), help="Lint rule to skip on purpose.")
 @OUTPUT_OPTION
 @click.pass_obj
 def register_cmd(settings: Settings, environment: str | None, values_files: tuple[Path, ...], only: tuple[str, ...],
-                 dry_run: bool, prune: bool, no_wait: bool, timeout_s: float, allow: tuple[str, ...],
+                 dry_run: bool, prune: bool, wait: bool, timeout_s: float, allow: tuple[str, ...],
                  output: str) -> None:
     """Render, lint, validate, apply and wait: the one command an operator runs
     (scripts/register_connectors calls this).
@@ -209,8 +248,14 @@ def register_cmd(settings: Settings, environment: str | None, values_files: tupl
       scripts/register_connectors -e local
       scripts/register_connectors -e prod --dry-run
     """
+    from connectors import lint as lint_mod
+    from connectors import validate as validate_mod
+    from connectors.apply import apply as apply_connectors
+    from connectors.apply import ensure_local_secret
+
     rendered = _render(settings, environment, values_files, only)
     api = _api(settings)
+    api.server_info()  # an unreachable worker or a server that is not Connect fails here, in one line
     click.echo(f"rendered {len(rendered.connectors)} connector(s) for {rendered.environment}", err=True)
     findings = lint_mod.lint({c.name: c.config for c in rendered.connectors}, _live_configs(api), allow)
     for f in findings:
@@ -218,13 +263,20 @@ def register_cmd(settings: Settings, environment: str | None, values_files: tupl
     lint_mod.raise_on_errors(findings)
     errors = []
     for connector in rendered.connectors:
-        ensure_local_secret(connector, settings)  # the worker's secret file, not a Connect change
+        if dry_run:  # a dry run writes nothing, not even the local worker's secret file
+            secret = connector.local_secret_file
+            if secret and not Path(secret["path"]).is_file():
+                click.echo(f"dry run: not validating {connector.name}: its local secret file "
+                           f"{secret['path']} is written by a real run", err=True)
+                continue
+        else:
+            ensure_local_secret(connector, settings)  # the worker's secret file, not a Connect change
         errors.extend(validate_mod.validate_config(api, connector.name, connector.config))
     for e in errors:
         click.echo(f"invalid: {e.connector} {e.field}: {e.error}", err=True)
     validate_mod.raise_on_errors(errors)
     click.echo("lint and validate passed; applying", err=True)
-    results = apply_connectors(api, rendered, settings, dry_run=dry_run, prune=prune, wait=not no_wait,
+    results = apply_connectors(api, rendered, settings, dry_run=dry_run, prune=prune, wait=wait,
                                timeout_s=timeout_s)
     print_rows([r.row() for r in results], output)
 
@@ -241,11 +293,13 @@ def get_cmd(settings: Settings, prefix: str, output: str) -> None:
       freshctl connectors get
       freshctl connectors get --prefix probablyfresh- -o json
     """
+    from connectors import status as status_mod
+
     print_rows(status_mod.list_rows(_api(settings), prefix), output, ["name", "class", "type", "state", "tasks"])
 
 
 @connectors.command("status")
-@click.argument("name")
+@NAME_ARGUMENT
 @OUTPUT_OPTION
 @click.pass_obj
 def status_cmd(settings: Settings, name: str, output: str) -> None:
@@ -255,11 +309,13 @@ def status_cmd(settings: Settings, name: str, output: str) -> None:
     Example:
       freshctl connectors status probablyfresh-mongodb-source
     """
+    from connectors import status as status_mod
+
     print_rows(status_mod.status_rows(_api(settings), name), output)
 
 
 @connectors.command("describe")
-@click.argument("name")
+@NAME_ARGUMENT
 @OUTPUT_OPTION
 @click.pass_obj
 def describe_cmd(settings: Settings, name: str, output: str) -> None:
@@ -269,6 +325,8 @@ def describe_cmd(settings: Settings, name: str, output: str) -> None:
     Example:
       freshctl connectors describe probablyfresh-mongodb-source -o json
     """
+    from connectors import status as status_mod
+
     info = status_mod.describe(_api(settings), name)
     if output == "json":
         click.echo(json.dumps(info, indent=2, sort_keys=True))
@@ -287,21 +345,20 @@ def describe_cmd(settings: Settings, name: str, output: str) -> None:
 
 
 def _write_verb(verb: str, doc: str) -> None:
-    @connectors.command(verb, help=doc)
-    @click.argument("name")
-    @click.option("--dry-run", is_flag=True, help="Print what would be done; do nothing.")
-    @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the resulting state.")
-    @click.option("--timeout", "timeout_s", default=60.0, show_default=True, help="Seconds to wait.")
-    @click.option("--all-tasks", is_flag=True, help="restart only: restart every task, not just failed ones.")
-    @click.pass_obj
-    def command(settings: Settings, name: str, dry_run: bool, wait: bool, timeout_s: float, all_tasks: bool) -> None:
+    def command(settings: Settings, name: str, dry_run: bool, wait: bool, timeout_s: float, output: str,
+                all_tasks: bool = False) -> None:
+        from connectors.apply import delete_connector, wait_for_state
+
         api = _api(settings)
-        api.get_status(name)  # a clear 404 before anything else
+        api.get_status(name)  # a clear "no such connector" before anything else
         if dry_run:
-            click.echo(f"would {verb} {name}")
+            print_rows([{"connector": name, "action": f"would {verb}"}], output)
             return
         if verb == "delete":
-            delete_connector(api, name, timeout_s)
+            if wait:
+                delete_connector(api, name, timeout_s)
+            else:
+                api.delete(name)
         elif verb == "restart":
             api.restart(name, include_tasks=True, only_failed=not all_tasks)
             if wait:
@@ -311,7 +368,16 @@ def _write_verb(verb: str, doc: str) -> None:
             target = {"pause": "PAUSED", "resume": "RUNNING", "stop": "STOPPED"}[verb]
             if wait:
                 wait_for_state(api, name, target, timeout_s)
-        click.echo(f"{verb}: {name}")
+        print_rows([{"connector": name, "action": verb}], output)
+
+    if verb == "restart":  # options only where they act
+        command = click.option("--all-tasks", is_flag=True, help="Restart every task, not just failed ones.")(command)
+    command = click.option("--timeout", "timeout_s", default=60.0, show_default=True, help="Seconds to wait.")(command)
+    command = OUTPUT_OPTION(command)
+    command = WAIT_OPTION(command)
+    command = click.option("--dry-run", is_flag=True, help="Print what would be done; do nothing.")(command)
+    command = NAME_ARGUMENT(command)
+    connectors.command(verb, help=doc)(click.pass_obj(command))
 
 
 for _verb, _doc in {
@@ -330,7 +396,7 @@ for _verb, _doc in {
 
 
 @connectors.command("offsets")
-@click.argument("name")
+@NAME_ARGUMENT
 @OUTPUT_OPTION
 @click.pass_obj
 def offsets_cmd(settings: Settings, name: str, output: str) -> None:
@@ -340,4 +406,6 @@ def offsets_cmd(settings: Settings, name: str, output: str) -> None:
     Example:
       freshctl connectors offsets probablyfresh-mongodb-source -o json
     """
+    from connectors import status as status_mod
+
     print_rows(status_mod.offset_rows(_api(settings), name), output)

@@ -1,6 +1,9 @@
 """The one Kafka Connect REST client. No other module builds Connect URLs.
 
-HTTP statuses map to typed errors: 404 -> `ConnectNotFoundError`, a rebalance (409, or a 500
+HTTP statuses map to typed errors: a 404 with Connect's own error body (`{"error_code": 404,
+"message": ...}`) -> `ConnectNotFoundError`; any other 404, or a success whose body is not
+JSON, means the URL is not a Kafka Connect REST API -> `NotConnectError` (never "connector
+absent"); a rebalance (409, or a 500
 whose message says "a rebalance is expected", which the worker sends right after a connector
 change) is retried within a bound and then reported as `ConnectRebalanceError`, other 5xx ->
 `ConnectServerError`, no answer at all -> `ConnectUnreachableError` naming the URL and the wait.
@@ -27,6 +30,10 @@ class ConnectError(FreshError):
 
 class ConnectNotFoundError(ConnectError):
     """404: the connector (or plugin) does not exist on the worker."""
+
+
+class NotConnectError(ConnectError):
+    """The server at FRESH_CONNECT_URL answered, but not as Kafka Connect does."""
 
 
 class ConnectRebalanceError(ConnectError):
@@ -68,12 +75,12 @@ class ConnectApi:
         self.session.headers.update({"Accept": "application/json", "Content-Type": "application/json"})
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ConnectApi:
+    def from_settings(cls, settings: Settings, *, timeout_s: float | None = None) -> ConnectApi:
         return cls(
             settings.connect_url,
             user=settings.connect_user,
             password=settings.connect_password.get_secret_value(),
-            timeout_s=settings.connect_timeout_s,
+            timeout_s=settings.connect_timeout_s if timeout_s is None else timeout_s,
         )
 
     # ---- transport ------------------------------------------------------------------------
@@ -103,16 +110,18 @@ class ConnectApi:
 
     def _result(self, method: str, path: str, resp: requests.Response, attempts: int, ok_404: bool) -> Any:
         status = resp.status_code
+        what = f"{method} {self.base_url}{path}"
         if status < 400:
             if status == 204 or not resp.content:
                 return None
             try:
                 return resp.json()
             except ValueError:
-                return resp.text
+                raise self._not_connect(what, status) from None
         message = _error_message(resp)
-        what = f"{method} {self.base_url}{path}"
         if status == 404:
+            if not _connect_error_body(resp):
+                raise self._not_connect(what, status)
             if ok_404:
                 return None
             raise ConnectNotFoundError(f"{what}: not found ({message})")
@@ -127,10 +136,20 @@ class ConnectApi:
             raise ConnectServerError(f"{what}: worker error HTTP {status}: {message}")
         raise ConnectError(f"{what}: HTTP {status}: {message}")
 
+    def _not_connect(self, what: str, status: int) -> NotConnectError:
+        return NotConnectError(
+            f"{what}: HTTP {status} without a Kafka Connect body: the server at {self.base_url} is not the "
+            "Kafka Connect REST API; set FRESH_CONNECT_URL to the worker's REST address (freshctl stack status)"
+        )
+
     # ---- endpoints --------------------------------------------------------------------------
 
     def server_info(self) -> dict[str, Any]:
-        return dict(self.request("GET", "/"))
+        """`GET /`: the worker's version; raises `NotConnectError` if the answer is not Connect's."""
+        info = self.request("GET", "/")
+        if not isinstance(info, dict) or "kafka_cluster_id" not in info:
+            raise self._not_connect(f"GET {self.base_url}/", 200)
+        return info
 
     def plugins(self) -> list[dict[str, Any]]:
         return list(self.request("GET", "/connector-plugins"))
@@ -187,6 +206,15 @@ def _is_rebalance(resp: requests.Response) -> bool:
     """409, or the 500 "Request cannot be completed because a rebalance is expected" that a worker
     answers while its group rebalances after a connector change (seen on Kafka Connect 4.1.1)."""
     return resp.status_code == 409 or (resp.status_code >= 500 and "rebalance" in _error_message(resp).lower())
+
+
+def _connect_error_body(resp: requests.Response) -> bool:
+    """Connect answers every error with `{"error_code": <status>, "message": ...}`."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("error_code") == resp.status_code and "message" in body
 
 
 def _error_message(resp: requests.Response) -> str:

@@ -8,16 +8,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from connectors.secrets import MASK, is_provider_ref, mask_value
-from fresh.errors import FreshError
+from fresh.errors import DriftError as FreshDriftError
 
 INJECTED_KEYS = frozenset({"name"})
 MASKED_VALUES = frozenset({MASK, "********", "<redacted>", "[redacted]"})
 
 
-class DriftError(FreshError):
-    """Live connectors differ from the rendered ones."""
-
-    exit_code = 3
+class DriftError(FreshDriftError):
+    """Live connectors differ from the rendered ones (exit 3)."""
 
 
 @dataclass(frozen=True)

@@ -183,6 +183,8 @@ def render(
         context = {
             **base_context, "c": entry, "name": name,
             "collection_include_list": include, "cdc_topic_regex": cdc_regex,
+            # the environment's own Kafka, as its workers reach it (values, never the caller's FRESH_*)
+            **({"kafka_bootstrap": values["kafka_bootstrap"]} if "kafka_bootstrap" in values else {}),
         }
         config = render_template(env, str(entry["template"]), context, templates_dir)
         config["name"] = name

@@ -32,3 +32,9 @@ class DownloadError(StackError):
 
 class WaitTimeoutError(FreshError):
     """A polled condition did not become true before its deadline."""
+
+
+class DriftError(FreshError):
+    """What runs differs from what the code says (connectors diff, clickhouse plan): exit 3."""
+
+    exit_code = 3

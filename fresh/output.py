@@ -1,4 +1,5 @@
-"""Print listings as a table or as JSON (`--output table|json` on every listing)."""
+"""Print listings as a table or as JSON (`--output table|json` on every listing and report),
+and the options every command shares the same way (docs/cli.md)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,22 @@ from typing import Any
 
 import click
 
+from fresh import progress
+
+
+def _output_chosen(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    progress.set_quiet(value == "json")  # JSON on stdout: no progress lines on stderr either
+    return value
+
+
 OUTPUT_OPTION = click.option(
     "--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True,
-    help="Output format.",
+    callback=_output_chosen, help="Output format.",
 )
+
+# Every verb that waits for a state offers both spellings; the default is to wait.
+WAIT_OPTION = click.option("--wait/--no-wait", default=True, show_default=True,
+                           help="Wait for the resulting state (with --timeout).")
 
 
 def print_rows(rows: Sequence[Mapping[str, Any]], output: str, columns: Sequence[str] | None = None) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from fresh.errors import WaitTimeoutError
+from fresh.progress import waiting
 
 T = TypeVar("T")
 
@@ -24,11 +25,27 @@ def wait_until(
 
     Exceptions raised by `condition` count as "not yet" (except those in `fatal`, which
     propagate at once); the last one is named in the timeout message, which also says what
-    was awaited and for how long.
+    was awaited and for how long. On a terminal, a wait past one second shows a progress line.
     """
+    with waiting(what, timeout_s) as progress:
+        return _poll(condition, progress.tick, timeout_s=timeout_s, what=what, interval_s=interval_s,
+                     max_interval_s=max_interval_s, fatal=fatal)
+
+
+def _poll(
+    condition: Callable[[], T | None],
+    tick: Callable[[], None],
+    *,
+    timeout_s: float,
+    what: str,
+    interval_s: float,
+    max_interval_s: float,
+    fatal: tuple[type[BaseException], ...],
+) -> T:
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
     while True:
+        tick()
         try:
             result = condition()
             if result:

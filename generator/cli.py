@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from pymongo import MongoClient
 
+from fresh import progress
 from fresh.output import OUTPUT_OPTION, print_rows
-from fresh.pipeline import load_pipeline_config
-from fresh.settings import Settings
-from generator.changes import KINDS, ChangeRunner, planned_counts
-from generator.domain import Domain, Plan
-from generator.mongo import connect, database
-from generator.seed import ENTITIES, JsonlSink, MongoSink, Sink, check_config, seed
+
+if TYPE_CHECKING:
+    from pymongo import MongoClient
+
+    from fresh.settings import Settings
+    from generator.seed import Sink
+
+# Faker and pymongo are imported inside the command: a TAB in `freshctl seed ...` must stay quick.
 
 
 @click.command("seed")
@@ -55,6 +56,12 @@ def seed_command(settings: Settings, seed_value: int, scale: int, locale: str, b
       freshctl seed --changes 500 --rate 20      # 500 changes at 20 per second, for CDC demos
       freshctl seed --scale 10 --dry-run -o json
     """
+    from fresh.pipeline import load_pipeline_config
+    from generator.changes import KINDS, ChangeRunner, planned_counts
+    from generator.domain import Domain, Plan
+    from generator.mongo import connect, database
+    from generator.seed import ENTITIES, JsonlSink, MongoSink, check_config, seed
+
     config = load_pipeline_config(settings.pipeline_config)
     check_config(config)
     plan = Plan(seed=seed_value, scale=scale, locale=locale)
@@ -74,7 +81,7 @@ def seed_command(settings: Settings, seed_value: int, scale: int, locale: str, b
         change_client = connect(settings)
         try:
             runner = ChangeRunner(database(change_client, config, db_name), config, domain)
-            with click.progressbar(length=changes, label="changes", file=sys.stderr) as bar:
+            with progress.bar("changes", changes) as bar:
                 changed = runner.run(changes, rate, progress=lambda _kind: bar.update(1))
         finally:
             change_client.close()
@@ -102,7 +109,7 @@ def seed_command(settings: Settings, seed_value: int, scale: int, locale: str, b
             sinks.append(mongo)
         if export_dir:
             sinks.append(JsonlSink(export_dir, config))
-        with click.progressbar(length=sum(counts.values()), label="seeding", file=sys.stderr) as bar:
+        with progress.bar("seeding", sum(counts.values())) as bar:
             report = seed(domain, sinks, batch_size=batch_size, progress=lambda _e, n: bar.update(n))
     finally:
         if client is not None:

@@ -33,5 +33,5 @@ def describe(exc: PyMongoError) -> str:
     """One short line for a pymongo error (server selection errors carry a whole topology dump)."""
     if isinstance(exc, ServerSelectionTimeoutError):
         first = str(exc).split(",", 1)[0].split(" (configured timeouts", 1)[0]
-        return f"MongoDB is not reachable ({first}); is the stack up? `freshctl stack up` starts it"
+        return f"MongoDB is not reachable ({first}); start it (`freshctl stack up`) or set FRESH_MONGO_URI"
     return str(exc)

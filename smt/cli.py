@@ -8,18 +8,28 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from fresh import progress
+from fresh.completion import complete_entities
 from fresh.output import OUTPUT_OPTION, print_rows
-from fresh.pipeline import load_pipeline_config
-from fresh.settings import Settings
-from smt.decrypt_audit import DecryptAudit, DecryptRequest, audit_path, decrypt_audited
-from smt.keyring import FileKek, Kek, KeyringSource, PassphraseKek
-from smt.processor import Processor, ProcessorOptions, ensure_topics, topic_mapping
+
+if TYPE_CHECKING:
+    from fresh.settings import Settings
+    from smt.keyring import KeyringSource
+
+# smt's modules (cryptography, librdkafka) are imported inside each command: a TAB in
+# `freshctl keys|secure ...` loads this module and must stay quick (docs/cli.md).
 
 log = logging.getLogger(__name__)
+
+
+def _source(settings: Settings) -> KeyringSource:
+    from smt.keyring import KeyringSource
+
+    return KeyringSource.from_settings(settings)
 
 
 def _rows(infos: Any) -> list[dict[str, str]]:
@@ -36,7 +46,9 @@ DRY_RUN_OPTION = click.option("--dry-run", is_flag=True, help="Show the resultin
 
 @click.group()
 def keys() -> None:
-    """Manage the PII keyring (FRESH_KEYRING_PATH, outside the repo, mode 0600; or FRESH_KEYRING_JSON,
+    """Manage the PII keyring: data and index keys, wrapped by a key-encryption key (docs/pii.md).
+
+    The keyring lives in FRESH_KEYRING_PATH (outside the repo, mode 0600; or FRESH_KEYRING_JSON,
     read-only), wrapped by a key-encryption key: FRESH_KEYRING_PASSPHRASE (scrypt) or FRESH_KEK_PATH
     (a 32-byte file, mode 0600). Without a KEK, writes are refused unless
     FRESH_KEYRING_ALLOW_UNWRAPPED=true (throwaway keyrings only).
@@ -49,7 +61,7 @@ def keys() -> None:
     \b
     Examples:
       FRESH_KEK_PATH=~/.config/probablyfresh/kek freshctl keys generate
-      freshctl keys list -o json
+      freshctl keys get -o json
       freshctl keys rotate                          # new active data key
       freshctl keys rotate --index                  # new index key, dual-write window opens
       freshctl keys rotate --index --close-window   # after the backfill
@@ -70,7 +82,7 @@ def keys_generate(settings: Settings, dry_run: bool, output: str) -> None:
       FRESH_KEYRING_PATH=~/.config/probablyfresh/keyring.json FRESH_KEK_PATH=~/.config/probablyfresh/kek \\
         freshctl keys generate
     """
-    source = KeyringSource.from_settings(settings)
+    source = _source(settings)
     infos = source.generate(dry_run=dry_run)
     _print_change(infos, output, dry_run, f"write {settings.keyring_path} ({_wrapping(source)})")
 
@@ -99,7 +111,7 @@ def keys_rotate(settings: Settings, index: bool, close_window: bool, dry_run: bo
     """
     if close_window and not index:
         raise click.UsageError("--close-window goes with --index")
-    source = KeyringSource.from_settings(settings)
+    source = _source(settings)
     if close_window:
         infos = source.close_index_window(dry_run=dry_run)
     else:
@@ -107,7 +119,7 @@ def keys_rotate(settings: Settings, index: bool, close_window: bool, dry_run: bo
     _print_change(infos, output, dry_run, f"write {settings.keyring_path}")
 
 
-@keys.command("list")
+@keys.command("get")
 @OUTPUT_OPTION
 @click.pass_obj
 def keys_list(settings: Settings, output: str) -> None:
@@ -115,14 +127,19 @@ def keys_list(settings: Settings, output: str) -> None:
 
     \b
     Example:
-      freshctl keys list -o json
+      freshctl keys get -o json
     """
-    source = KeyringSource.from_settings(settings)
+    source = _source(settings)
     ring = source.current()
     print_rows(_rows(ring.info), output)
     if output == "table":
         wrapping = f"wrapped by KEK {ring.kek_id}" if ring.kek_id else "UNWRAPPED (run `freshctl keys wrap`)"
         click.echo(f"{ring.origin}: {wrapping}", err=True)
+
+
+# `keys list`: the former name of `keys get` (the CLI's verb for listings), kept for scripts.
+keys.add_command(click.Command("list", callback=keys_list.callback, params=keys_list.params, hidden=True,
+                               help="Former name of `keys get`."))
 
 
 @keys.command("disable")
@@ -138,7 +155,7 @@ def keys_disable(settings: Settings, key_id: str, dry_run: bool, output: str) ->
     Example:
       freshctl keys disable k20260101a1b2c3 --dry-run
     """
-    _print_change(KeyringSource.from_settings(settings).disable(key_id, dry_run=dry_run), output, dry_run,
+    _print_change(_source(settings).disable(key_id, dry_run=dry_run), output, dry_run,
                   f"write {settings.keyring_path}: {key_id} disabled")
 
 
@@ -154,7 +171,7 @@ def keys_enable(settings: Settings, key_id: str, dry_run: bool, output: str) -> 
     Example:
       freshctl keys enable k20260101a1b2c3
     """
-    _print_change(KeyringSource.from_settings(settings).enable(key_id, dry_run=dry_run), output, dry_run,
+    _print_change(_source(settings).enable(key_id, dry_run=dry_run), output, dry_run,
                   f"write {settings.keyring_path}: {key_id} enabled")
 
 
@@ -174,7 +191,7 @@ def keys_destroy(settings: Settings, key_id: str, yes: bool, dry_run: bool, outp
     """
     if not yes and not dry_run:
         raise click.UsageError(f"destroying {key_id} loses every value encrypted with it; add --yes to confirm")
-    _print_change(KeyringSource.from_settings(settings).destroy(key_id, dry_run=dry_run), output, dry_run,
+    _print_change(_source(settings).destroy(key_id, dry_run=dry_run), output, dry_run,
                   f"write {settings.keyring_path}: {key_id} destroyed")
 
 
@@ -199,6 +216,8 @@ def keys_wrap(settings: Settings, from_kek_path: Path | None, from_passphrase_en
     """
     if from_kek_path and from_passphrase_env:
         raise click.UsageError("give one of --from-kek-path and --from-passphrase-env")
+    from smt.keyring import FileKek, Kek, PassphraseKek
+
     from_kek: Kek | None = None
     if from_kek_path:
         from_kek = FileKek(from_kek_path)
@@ -206,7 +225,7 @@ def keys_wrap(settings: Settings, from_kek_path: Path | None, from_passphrase_en
         if not os.environ.get(from_passphrase_env):
             raise click.UsageError(f"--from-passphrase-env: ${from_passphrase_env} is not set")
         from_kek = PassphraseKek(os.environ[from_passphrase_env], source=f"${from_passphrase_env}")
-    source = KeyringSource.from_settings(settings)
+    source = _source(settings)
     _print_change(source.wrap(dry_run=dry_run, from_kek=from_kek), output, dry_run,
                   f"write {settings.keyring_path} ({_wrapping(source)})")
 
@@ -233,6 +252,8 @@ def secure_policy(settings: Settings, output: str) -> None:
     Example:
       freshctl secure policy -o json
     """
+    from fresh.pipeline import load_pipeline_config
+
     cfg = load_pipeline_config(settings.pipeline_config)
     rows: list[dict[str, Any]] = []
     for e in cfg.entities.values():
@@ -271,14 +292,20 @@ def secure_run(settings: Settings, instance_id: str | None, batch_size: int, idl
       freshctl --log-level INFO secure run --instance-id pii-0
       freshctl secure run --dry-run
     """
+    from fresh.clients import check_kafka
+    from fresh.pipeline import load_pipeline_config
+    from smt.processor import Processor, ProcessorOptions, ensure_topics, topic_mapping
+
     cfg = load_pipeline_config(settings.pipeline_config)
+    if not dry_run:
+        check_kafka(settings.kafka_bootstrap)  # one line within seconds when the broker is down
     opts = ProcessorOptions(bootstrap=settings.kafka_bootstrap, batch_size=batch_size,
                             counters_interval_s=counters_interval)
     if instance_id:
         opts.instance_id = instance_id
     if transform_threads:
         opts.transform_threads = transform_threads
-    processor = Processor(cfg, KeyringSource.from_settings(settings), opts)  # refuses a topic without policy
+    processor = Processor(cfg, _source(settings), opts)  # refuses a topic without policy
     if dry_run:
         rows = [{"cdc_topic": c, "secure_topic": s} for c, s in topic_mapping(cfg).items()]
         rows.append({"cdc_topic": "(dlq)", "secure_topic": cfg.kafka.dlq_topic})
@@ -287,6 +314,9 @@ def secure_run(settings: Settings, instance_id: str | None, batch_size: int, idl
                    f"active_key={processor.keyring.active.id} transform={processor.transform_kind} "
                    f"transform_threads={opts.transform_threads}", err=True)
         return
+    if progress.enabled() and logging.getLogger().getEffectiveLevel() > logging.INFO:
+        # On a terminal, the processor's start, partition and counter lines are its progress.
+        logging.getLogger("smt.processor").setLevel(logging.INFO)
     created = ensure_topics(cfg, settings.kafka_bootstrap)
     if created:
         log.info("created topics %s", ",".join(created))
@@ -302,9 +332,38 @@ def secure_run(settings: Settings, instance_id: str | None, batch_size: int, idl
     click.echo(counters.line(), err=True)
 
 
+@secure.command("health")
+@click.option("--max-lag", type=click.IntRange(min=0), default=10_000, show_default=True,
+              help="Most CDC records the processor's group may have left uncommitted.")
+@OUTPUT_OPTION
+@click.pass_obj
+def secure_health(settings: Settings, max_lag: int, output: str) -> None:
+    """Check that the processor keeps up: its consumer group's lag on the CDC topics, per topic.
+    Exit 1 when the lag exceeds --max-lag (the compose processor's healthcheck).
+
+    \b
+    Examples:
+      freshctl secure health
+      freshctl secure health --max-lag 0 -o json
+    """
+    from fresh.clients import group_lag
+    from fresh.errors import FreshError
+    from fresh.pipeline import load_pipeline_config
+
+    cfg = load_pipeline_config(settings.pipeline_config)
+    group = cfg.pii_processor.consumer_group
+    rows = group_lag(settings.kafka_bootstrap, group, [e.cdc_topic for e in cfg.entities.values()])
+    print_rows(rows, output)
+    total = sum(r["lag"] for r in rows)
+    if total > max_lag:
+        raise FreshError(f"processor group {group} is {total} records behind on the CDC topics (limit {max_lag}); "
+                         "check that `freshctl secure run` runs and its log")
+
+
 @secure.command("decrypt")
 @click.argument("value", required=False)
-@click.option("--entity", help="Entity whose policy applies (customers, purchases, ...).")
+@click.option("--entity", shell_complete=complete_entities,
+              help="Entity whose policy applies (customers, purchases, ...).")
 @click.option("--field", "field_path", help="Field path of VALUE, e.g. email or customer.email.")
 @click.option("--record", "record_file", type=click.File("r"), help="File ('-' for stdin) of JSON records, one a line.")
 @click.option("--record-id", default="", help="Business key of VALUE's record (customer_id, purchase_id, ...): "
@@ -324,6 +383,9 @@ def secure_decrypt(settings: Settings, value: str | None, entity: str | None, fi
       freshctl secure decrypt --entity purchases --record records.jsonl
       freshctl secure decrypt --dlq-source cdc.probablyfresh.customers pf2.k2026...g.XyZ...
     """
+    from fresh.pipeline import load_pipeline_config
+    from smt.decrypt_audit import DecryptAudit, DecryptRequest, audit_path, decrypt_audited
+
     if dlq_source:
         if not value:
             raise click.UsageError("give the DLQ payload (an envelope) as VALUE")
@@ -341,7 +403,7 @@ def secure_decrypt(settings: Settings, value: str | None, entity: str | None, fi
     path = audit_path(settings)
     audit = DecryptAudit(path, settings.operator)
     try:
-        outputs = decrypt_audited(request, KeyringSource.from_settings(settings).current, audit)
+        outputs = decrypt_audited(request, _source(settings).current, audit)
     finally:
         audit.close()
     log.info("operator decrypt audited path=%s mode=%s outputs=%d", path, request.mode, len(outputs))

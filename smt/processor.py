@@ -22,6 +22,7 @@ from typing import Any, cast
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from fresh.clients import kafka_config
 from fresh.errors import FreshError
 from fresh.pipeline import PipelineConfig
 from smt.keyring import Keyring, KeyringSource
@@ -78,7 +79,7 @@ def topic_mapping(pipeline: PipelineConfig) -> dict[str, str]:
 def ensure_topics(pipeline: PipelineConfig, bootstrap: str, timeout_s: float = 30.0) -> list[str]:
     """Create each `_secure` topic (as many partitions as its CDC topic, so keys land alike) and the
     DLQ topic if missing. Returns the names created."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(kafka_config(bootstrap))
     existing = admin.list_topics(timeout=timeout_s).topics
     wanted: dict[str, int] = {}
     for cdc, secure in topic_mapping(pipeline).items():
@@ -134,8 +135,7 @@ class Processor:
     def _clients(self) -> tuple[Consumer, Producer]:
         o = self.options
         stats_ms = int(o.counters_interval_s * 1000) if o.counters_interval_s > 0 else 0
-        consumer = Consumer({
-            "bootstrap.servers": o.bootstrap,
+        consumer = Consumer(kafka_config(o.bootstrap, {  # librdkafka's own log lines go to our logger
             "group.id": self.group_id,
             "group.instance.id": o.instance_id,
             "client.id": f"pii-{o.instance_id}",
@@ -146,9 +146,8 @@ class Processor:
             "statistics.interval.ms": stats_ms,
             "stats_cb": self._stats,
             "fetch.max.bytes": 52_428_800,
-        })
-        producer = Producer({
-            "bootstrap.servers": o.bootstrap,
+        }))
+        producer = Producer(kafka_config(o.bootstrap, {
             "transactional.id": f"pii-{self.group_id}-{o.instance_id}",
             "transaction.timeout.ms": o.transaction_timeout_ms,
             "client.id": f"pii-{o.instance_id}",
@@ -158,7 +157,7 @@ class Processor:
             "queue.buffering.max.messages": 1_000_000,
             "queue.buffering.max.kbytes": 1_048_576,
             "message.max.bytes": 1_000_000,
-        })
+        }))
         return consumer, producer
 
     # ---- the loop --------------------------------------------------------------------------

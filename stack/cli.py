@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from fresh.output import OUTPUT_OPTION, print_rows
-from fresh.settings import Settings
-from stack.services import LocalStack
+
+if TYPE_CHECKING:
+    from fresh.settings import Settings
+
+# stack.services (requests, the Kafka and MongoDB drivers) is imported inside each command: a TAB
+# in `freshctl stack ...` loads this module and must stay quick.
 
 
 @click.group()
@@ -25,25 +31,46 @@ def stack() -> None:
 @stack.command()
 @click.option("--service", "services", multiple=True, type=click.Choice(["kafka", "connect", "mongo"]),
               help="Start only these services (repeatable). Default: all.")
+@click.option("--dry-run", is_flag=True, help="Show what would be started, start nothing.")
+@OUTPUT_OPTION
 @click.pass_obj
-def up(settings: Settings, services: tuple[str, ...]) -> None:
-    """Start the stack (idempotent: running services are reused, not twinned).
+def up(settings: Settings, services: tuple[str, ...], dry_run: bool, output: str) -> None:
+    """Start the stack and wait until every service is ready (idempotent: running services are
+    reused, not twinned). A port taken by another process fails at once, naming its setting.
 
     \b
     Examples:
       freshctl stack up
       freshctl stack up --service kafka --service mongo
+      freshctl stack up --dry-run
     """
-    report = LocalStack(settings).up(list(services) or None)
-    parts = [f"started: {', '.join(report.started) or '-'}", f"reused: {', '.join(report.reused) or '-'}"]
-    click.echo(f"stack ready in {report.seconds:.1f}s ({'; '.join(parts)})")
+    from stack.services import LocalStack
+
+    local = LocalStack(settings)
+    if dry_run:
+        wanted = [n for n in local.services if not services or n in services]
+        running = [n for n in wanted if local.pid_of(n)]
+        to_start = [n for n in wanted if n not in running]
+        if output == "json":
+            print_rows([{"started": to_start, "reused": running, "seconds": 0.0, "dry_run": True}], output)
+        else:
+            click.echo(f"would start: {', '.join(to_start) or '-'}; reuse: {', '.join(running) or '-'}")
+        return
+    result = local.up(list(services) or None)
+    if output == "json":
+        print_rows([{"started": result.started, "reused": result.reused, "seconds": round(result.seconds, 1)}],
+                   output)
+        return
+    parts = [f"started: {', '.join(result.started) or '-'}", f"reused: {', '.join(result.reused) or '-'}"]
+    click.echo(f"stack ready in {result.seconds:.1f}s ({'; '.join(parts)})")
 
 
 @stack.command()
 @click.option("--wipe", is_flag=True, help="Also delete the stack's data (Kafka logs, configs); keeps jars.")
 @click.option("--dry-run", is_flag=True, help="Show what would be stopped, stop nothing.")
+@OUTPUT_OPTION
 @click.pass_obj
-def down(settings: Settings, wipe: bool, dry_run: bool) -> None:
+def down(settings: Settings, wipe: bool, dry_run: bool, output: str) -> None:
     """Stop the processes this stack started (by PID), and nothing else.
 
     \b
@@ -51,12 +78,20 @@ def down(settings: Settings, wipe: bool, dry_run: bool) -> None:
       freshctl stack down
       freshctl stack down --wipe   # start from empty topics next time
     """
+    from stack.services import LocalStack
+
     local = LocalStack(settings)
     if dry_run:
         running = [n for n in local.services if local.pid_of(n)]
+        if output == "json":
+            print_rows([{"stopped": running, "wiped": wipe, "dry_run": True}], output)
+            return
         click.echo(f"would stop: {', '.join(running) or 'nothing'}" + (" and wipe data" if wipe else ""))
         return
     stopped = local.down(wipe=wipe)
+    if output == "json":
+        print_rows([{"stopped": stopped, "wiped": wipe, "dry_run": False}], output)
+        return
     click.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}" + ("; data wiped" if wipe else ""))
 
 
@@ -71,6 +106,8 @@ def status(settings: Settings, output: str) -> None:
       freshctl stack status
       freshctl stack status -o json
     """
+    from stack.services import LocalStack
+
     print_rows(LocalStack(settings).status(), output)
 
 
@@ -86,4 +123,6 @@ def logs(settings: Settings, service: str, lines: int) -> None:
       freshctl stack logs kafka
       freshctl stack logs connect -n 200
     """
+    from stack.services import LocalStack
+
     click.echo(LocalStack(settings).tail(service, lines))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fresh.errors import DownloadError, ToolMissingError
+from fresh.progress import waiting
 from stack.versions import require
 
 log = logging.getLogger(__name__)
@@ -86,12 +87,18 @@ def fetch_bundle(jars_root: Path, bundle: Bundle, versions: dict[str, str], log_
     if bundle.exclude_group_ids:
         cmd.append("-DexcludeGroupIds=" + ",".join(bundle.exclude_group_ids))
     print(f"fetching {bundle.name} jars with Maven (log: {log_file}) ...", file=sys.stderr, flush=True)
-    with log_file.open("w", encoding="utf-8") as out:
-        result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False)
-    if result.returncode != 0:
+    with log_file.open("w", encoding="utf-8") as out, waiting(f"Maven to fetch the {bundle.name} jars") as wait:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        while True:  # a progress line on a terminal while Maven works (fresh/progress.py)
+            try:
+                proc.wait(timeout=0.25)
+                break
+            except subprocess.TimeoutExpired:
+                wait.tick()
+    if proc.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
         raise DownloadError(
-            f"Maven could not fetch the {bundle.name} jars (exit {result.returncode}); "
+            f"Maven could not fetch the {bundle.name} jars (exit {proc.returncode}); "
             f"see {log_file}: check access to Maven Central and the versions in versions.env"
         )
     (staging / ".stamp").write_text(_stamp(bundle, versions), encoding="utf-8")

@@ -286,13 +286,16 @@ class LocalStack:
     def log_file(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
 
-    def _start(self, service: Service) -> int:
+    def _check_ports(self, service: Service) -> None:
         for setting, port in service.ports.items():
             if not _port_free(port):
                 raise PortInUseError(
                     f"port {port} on 127.0.0.1 (needed by {service.name}) is in use by a process this stack "
                     f"did not start: stop it, or choose another port with {setting}=<port>"
                 )
+
+    def _start(self, service: Service) -> int:
+        self._check_ports(service)
         service.prepare()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -334,6 +337,9 @@ class LocalStack:
         t0 = time.monotonic()
         wanted = [n for n in self.services if names is None or n in names]
         self.home.mkdir(parents=True, exist_ok=True)
+        for name in wanted:  # a taken port fails at once, before minutes of fetching jars
+            if not self.pid_of(name):
+                self._check_ports(self.services[name])
         self.prepare()
         started: list[str] = []
         reused: list[str] = []

@@ -8,8 +8,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from clickhouse.backend import ChdbBackend
-from fresh.cli import freshctl
 from fresh.pipeline import PipelineConfig
+from freshctl.cli import freshctl
 
 
 def test_ingest_prints_counts_until_its_deadline(migrated_config: PipelineConfig, chdb_backend: ChdbBackend,

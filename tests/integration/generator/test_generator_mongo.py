@@ -12,8 +12,8 @@ from bson import json_util
 from click.testing import CliRunner
 from pymongo.database import Database
 
-from fresh.cli import freshctl
 from fresh.pipeline import PipelineConfig
+from freshctl.cli import freshctl
 from generator.changes import KINDS, ChangeRunner, planned_counts
 from generator.domain import LOYALTY_TIERS, NETWORK_ALMOST, NETWORK_MAYBE, Domain, Plan
 from generator.seed import ENTITIES, MongoSink, seed

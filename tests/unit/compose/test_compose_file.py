@@ -22,7 +22,10 @@ from stack.versions import load_versions
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "compose" / "Dockerfile"
-VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# `${VAR}` or `${VAR:?message}`; the file itself uses only the second form (a test checks it).
+VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::\?[^}]*)?\}")
+REQUIRED_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):\?[^}]+\}")
+OWN_IMAGE = "probablyfresh/freshctl:local"  # built from compose/Dockerfile, never pulled
 # Environment names that hold credentials or key material: only ever from an env file.
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|KEYRING|CONNECTION_STRING|MONGO_URI|API_KEY|CREDENTIAL", re.I)
 URI_USERINFO = re.compile(r"[a-z][a-z0-9+.-]*://[^/@\s]+:[^/@\s]*@", re.I)
@@ -119,10 +122,10 @@ def settings_from(service: dict[str, Any]) -> Settings:
 
 
 def test_every_image_tag_is_a_versions_env_pin(services: dict[str, dict[str, Any]], versions: dict[str, str]) -> None:
-    images = {name: s["image"] for name, s in services.items() if "image" in s}
+    images = {name: s["image"] for name, s in services.items() if "image" in s and s["image"] != OWN_IMAGE}
     assert images, "no service has an image"
     for name, image in images.items():
-        assert re.fullmatch(r"[a-z0-9./_-]+:\$\{[A-Z0-9_]+\}", image), (
+        assert re.fullmatch(r"[a-z0-9./_-]+:\$\{[A-Z0-9_]+:\?[^}]+\}", image), (
             f"{name}: image {image!r} must be <repository>:${{VAR}} with VAR pinned in versions.env"
         )
         var = VAR.findall(image)[0]
@@ -134,12 +137,16 @@ def test_built_images_take_their_base_from_versions_env(
     services: dict[str, dict[str, Any]], versions: dict[str, str]
 ) -> None:
     built = {name: s for name, s in services.items() if "build" in s}
-    assert {"processor", "init"} <= set(built)
+    assert set(built) == {"init"}, "the project's image is built once, by init"
+    users = {name for name, s in services.items() if s.get("image") == OWN_IMAGE}
+    assert users == {"init", "processor"}, "init and the processor run the one project image"
+    assert services["processor"].get("pull_policy") == "never", "the project image is built here, never pulled"
     for name, s in built.items():
-        assert "image" not in s or VAR.search(s["image"]), f"{name}: a built image has no literal tag"
+        assert s.get("image") == OWN_IMAGE
         args = s["build"].get("args") or {}
         for key, value in args.items():
-            assert value == f"${{{key}}}" and key in versions, f"{name}: build arg {key}: ${{{key}}} of versions.env"
+            assert REQUIRED_VAR.fullmatch(value) and VAR.findall(value) == [key] and key in versions, (
+                f"{name}: build arg {key}: ${{{key}:?...}} of versions.env")
         dockerfile = REPO_ROOT / s["build"].get("context", ".") / s["build"].get("dockerfile", "Dockerfile")
         assert dockerfile.resolve() == DOCKERFILE.resolve()
         for line in dockerfile.read_text(encoding="utf-8").splitlines():

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from connectors.cli import connectors
-from fresh.cli import freshctl
+from freshctl.cli import freshctl
 
 VERBS = sorted(connectors.commands)
 

@@ -16,6 +16,7 @@ from connectors.connect_api import (
     ConnectRebalanceError,
     ConnectServerError,
     ConnectUnreachableError,
+    NotConnectError,
 )
 
 
@@ -37,7 +38,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         type(self).calls += 1
-        if self.path.startswith("/connectors/missing"):
+        if self.path.startswith("/not-connect/"):  # a web server that is not Kafka Connect
+            data = b"<html>Not Found</html>" if "404" in self.path else b"<html>hello</html>"
+            self.send_response(404 if "404" in self.path else 200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        elif self.path.startswith("/json-404/"):  # JSON, but not Connect's error body
+            self._send(404, {"detail": "no route"})
+        elif self.path.startswith("/connectors/missing"):
             self._send(404, {"error_code": 404, "message": "Connector missing not found"})
         elif self.path.startswith("/boom"):
             self._send(500, {"error_code": 500, "message": "worker exploded"})
@@ -67,6 +77,15 @@ def test_404_is_not_found_or_none(server: str) -> None:
     with pytest.raises(ConnectNotFoundError, match="not found"):
         api.get_status("missing")
     assert api.get_config("missing") is None
+
+
+@pytest.mark.parametrize("prefix", ["/not-connect/404", "/json-404", "/not-connect/200"])
+def test_a_server_that_is_not_connect_is_an_error_not_an_absent_connector(server: str, prefix: str) -> None:
+    api = ConnectApi(server + prefix)
+    with pytest.raises(NotConnectError, match="not the Kafka Connect REST API; set FRESH_CONNECT_URL"):
+        api.get_config("probablyfresh-mongodb-source")  # ok_404: would be "absent" if any 404 counted
+    with pytest.raises(NotConnectError):
+        api.get_status("probablyfresh-mongodb-source")
 
 
 def test_5xx_is_server_error(server: str) -> None:

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import click
 import pytest
 from click.testing import CliRunner
 
-from fresh.cli import freshctl
+from freshctl.cli import freshctl
+from freshctl.tree import walk
 
-
-def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
-    found = []
-    for name, cmd in sorted(group.commands.items()):
-        path = (*prefix, name)
-        found.append((path, cmd))
-        if isinstance(cmd, click.Group):
-            found.extend(_commands(cmd, path))
-    return found
-
-
-COMMANDS = _commands(freshctl)
+COMMANDS = walk(freshctl)
 
 
 def test_top_level_help_lists_the_command_groups() -> None:

@@ -9,8 +9,8 @@ import pytest
 from bson import json_util
 from click.testing import CliRunner
 
-from fresh.cli import freshctl
 from fresh.pipeline import PipelineConfig
+from freshctl.cli import freshctl
 from generator.changes import CHANGE_CYCLE, KINDS, Pacer, planned_counts
 from generator.domain import Domain, GeneratorError, Plan
 from generator.seed import JsonlSink, batched, check_config, seed

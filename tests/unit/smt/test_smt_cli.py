@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fresh.cli import freshctl
+from freshctl.cli import freshctl
 from smt.keyring import FileKek, KeyringSource, unwrap
 
-COMMANDS = [["keys", "generate"], ["keys", "rotate"], ["keys", "list"], ["keys", "disable"], ["keys", "enable"],
-            ["keys", "destroy"], ["keys", "wrap"], ["secure", "run"], ["secure", "policy"], ["secure", "decrypt"]]
+COMMANDS = [["keys", "generate"], ["keys", "rotate"], ["keys", "get"], ["keys", "disable"], ["keys", "enable"],
+            ["keys", "destroy"], ["keys", "wrap"], ["secure", "run"], ["secure", "policy"], ["secure", "decrypt"],
+            ["secure", "health"]]
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def test_every_command_has_help_with_examples(cmd: list[str]) -> None:
 def test_keys_never_print_key_material(env: dict[str, str]) -> None:
     runner = CliRunner()
     outputs = [runner.invoke(freshctl, args, env=env) for args in
-               (["keys", "generate"], ["keys", "rotate"], ["keys", "list", "-o", "json"])]
+               (["keys", "generate"], ["keys", "rotate"], ["keys", "get", "-o", "json"])]
     assert all(r.exit_code == 0 for r in outputs), [r.output for r in outputs]
     data, kek_id = unwrap(json.loads(Path(env["FRESH_KEYRING_PATH"]).read_text()), FileKek(Path(env["FRESH_KEK_PATH"])),
                           "test")

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fresh.cli import freshctl
+from freshctl.cli import freshctl
 from fresh.errors import ConfigError
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings

@@ -1,0 +1,5 @@
+"""`python -m freshctl`."""
+
+from freshctl.cli import main
+
+main()
