@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from freshctl.cli import freshctl
 from fresh.errors import ConfigError
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
+from freshctl.cli import freshctl
 from smt.decrypt_audit import AUDIT_FILE, AuditError, DecryptAudit, DecryptRequest, audit_path, decrypt_audited
 from smt.envelope import EnvelopeError
 from smt.keyring import FileKek, KeyringError, KeyringSource, unwrap
