@@ -93,8 +93,8 @@ def dlq_entry(keyring: Keyring, src: Source, reason: str, detail: str, instance:
     ]
     key = src.key
     fixed = RECORD_OVERHEAD_BYTES + sum(len(k) + len(v) + 64 for k, v in headers) + 2 * 64
-    if key is not None and fixed + len(key) > max_bytes // 2:
-        key = None  # a key that alone fills the record: the headers still name the source
+    if key is not None and fixed + len(key) > max_bytes:
+        key = None  # a key that alone overflows the record: the headers still name the source
         headers.append(("dlq.key.dropped", b"1"))
     budget = max_bytes - fixed - (len(key) if key else 0)
     kept, out = _seal_within(keyring, value, src.topic, budget) if payload else (0, b"")

@@ -41,7 +41,12 @@ CALL_SLICE_S = 2.0  # one attempt of a transactional call; retried (resumed) unt
 STOP_MARGIN_S = 2.0  # serve(): past stop_timeout_s, how long to wait for the loop to end
 WATCHDOG_MARGIN_S = 15.0  # serve(): past kafka_timeout_s, how long one step may block
 PRODUCE_FAILED = "produce_failed"
+# Delivery errors that condemn the record itself; any other (purged when the transaction failed,
+# timed out) only fails the transaction, and the record is simply produced again after the re-read.
+RECORD_REFUSALS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG,
+                             KafkaError.INVALID_MSG_SIZE})
 BATCH_FRAMING_BYTES = 1024
+MAX_COLLATERAL_ABORTS = 3
 STARTS_META = "pf.starts="  # offset-commit metadata: starts at this committed offset without a commit since
 
 
@@ -122,20 +127,25 @@ def _list_topics(admin: AdminClient, bootstrap: str, timeout_s: float) -> dict[s
             "(`freshctl stack status`; FRESH_KAFKA_BOOTSTRAP)") from None
 
 
-def topic_max_bytes(admin: AdminClient, topics: list[str], timeout_s: float) -> int:
-    """The smallest max.message.bytes of `topics` (the broker default when none can be read)."""
+def topic_limits(admin: AdminClient, topics: list[str], timeout_s: float) -> dict[str, int]:
+    """max.message.bytes of each of `topics` that exists and can be described."""
+    found: dict[str, int] = {}
     if not topics:
-        return KAFKA_DEFAULT_MAX_BYTES
-    found = []
+        return found
     futures = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, t) for t in topics])
-    for fut in futures.values():
+    for resource, fut in futures.items():
         try:
             entry = fut.result(timeout=timeout_s).get("max.message.bytes")
         except KafkaException:
             continue
         if entry is not None and entry.value:
-            found.append(int(entry.value))
-    return min(found) if found else KAFKA_DEFAULT_MAX_BYTES
+            found[resource.name] = int(entry.value)
+    return found
+
+
+def topic_max_bytes(admin: AdminClient, topics: list[str], timeout_s: float) -> int:
+    """The smallest max.message.bytes of `topics` (the broker default when none can be read)."""
+    return min(topic_limits(admin, topics, timeout_s).values(), default=KAFKA_DEFAULT_MAX_BYTES)
 
 
 @dataclass
@@ -217,15 +227,17 @@ class Processor:
         self.last_error = ""  # the last error librdkafka reported (error_cb or a retried call), for log lines
         self.dlq_max_bytes = PRODUCER_MAX_BYTES  # run(): also at most the DLQ topic's max.message.bytes
         self.out_max_bytes = PRODUCER_MAX_BYTES  # run(): the smallest max.message.bytes of the output topics
+        self.limits: dict[str, int] = {}  # run(): max.message.bytes of each output topic (at most the producer's)
+        self._collateral_aborts = 0  # aborts in a row for refused batches of records that each fit
         self._stop = threading.Event()
         self._stop_deadline: float | None = None
         self._in_txn = False
         self._last_progress = time.monotonic()  # last commit, or last poll with nothing waiting
         # Records the broker refused asynchronously (delivery reports), by source coordinates:
-        # (topic, partition, offset) -> (was a DLQ record, error). The transaction is aborted and
+        # (topic, partition, offset) -> (was a DLQ record, error, bytes). The transaction is aborted and
         # the batch re-read; then `_escalate` sends such a record to the DLQ, and `_dlq_refused`
         # sends a refused DLQ record again without its payload.
-        self._failed: dict[tuple[str, int, int], tuple[bool, str]] = {}
+        self._failed: dict[tuple[str, int, int], tuple[bool, KafkaError, int]] = {}
         self._escalate: dict[tuple[str, int, int], tuple[str, str]] = {}
         self._dlq_refused: set[tuple[str, int, int]] = set()
         # Start counting (crash-loop detection): partitions assigned and not yet counted, and the
@@ -245,6 +257,14 @@ class Processor:
                     lag += part["consumer_lag"]
         with self._lag_lock:
             self.counters.lag = lag
+
+    def _refresh_limits(self) -> None:
+        self._beat("describe output topics")
+        topics = [self.dlq_topic, *sorted(self.outputs.values())]
+        found = topic_limits(_admin(self.options.bootstrap), topics, self.options.kafka_timeout_s)
+        self.limits = {t: min(PRODUCER_MAX_BYTES, found.get(t, KAFKA_DEFAULT_MAX_BYTES)) for t in topics}
+        self.dlq_max_bytes = self.limits[self.dlq_topic]
+        self.out_max_bytes = min(self.limits.values())
 
     def _kafka_error(self, err: KafkaError) -> None:
         self.last_error = err.str()  # librdkafka also logs it (logger); kept for the stuck/abort lines
@@ -348,11 +368,7 @@ class Processor:
         self._stop = stop
         # Record size limits of the output topics: the DLQ entries are cut to the DLQ topic's, and
         # no producer batch is larger than the smallest (or one big record would fail its whole batch).
-        self._beat("describe output topics")
-        admin = _admin(o.bootstrap)
-        self.dlq_max_bytes = min(PRODUCER_MAX_BYTES, topic_max_bytes(admin, [self.dlq_topic], o.kafka_timeout_s))
-        self.out_max_bytes = min(self.dlq_max_bytes, topic_max_bytes(admin, sorted(self.outputs.values()),
-                                                                     o.kafka_timeout_s))
+        self._refresh_limits()
         self._beat("connect")
         consumer, producer = self._clients()
         try:
@@ -531,7 +547,8 @@ class Processor:
         kwargs: dict[str, Any] = {"headers": headers} if headers else {}
         if timestamp and timestamp > 0:
             kwargs["timestamp"] = timestamp
-        kwargs["on_delivery"] = partial(self._delivered, source, dlq)
+        size = len(value or b"") + len(key or b"") + sum(len(k) + len(v or b"") for k, v in headers or ())
+        kwargs["on_delivery"] = partial(self._delivered, source, dlq, size)
         deadline = time.monotonic() + self.options.kafka_timeout_s
         while True:
             try:
@@ -548,9 +565,10 @@ class Processor:
                     raise _TxnAbortError(f"the transaction failed ({err.str()})") from None
                 raise  # this record was refused: the caller sends it to the DLQ
 
-    def _delivered(self, source: tuple[str, int, int], dlq: bool, err: KafkaError | None, _msg: Message) -> None:
+    def _delivered(self, source: tuple[str, int, int], dlq: bool, size: int, err: KafkaError | None,
+                   _msg: Message) -> None:
         if err is not None:  # runs in flush()/poll(), on this loop's thread
-            self._failed[source] = (dlq, err.str())
+            self._failed[source] = (dlq, err, size)
 
     def _commit(self, offsets: dict[tuple[str, int], int], firsts: dict[tuple[str, int], int],
                 consumer: Consumer, producer: Producer) -> bool:
@@ -577,6 +595,7 @@ class Processor:
             reason = str(exc)
         else:
             self._in_txn = False
+            self._collateral_aborts = 0
             for tp in offsets:
                 self._marked.pop(tp, None)  # the commit carries no start count: progress
             if self._escalate or self._dlq_refused:
@@ -598,17 +617,31 @@ class Processor:
                 f"the same --instance-id fences it") from None
         self._in_txn = False
         self.counters.aborts += 1
-        for source, (dlq, error) in self._failed.items():
+        refused = {s: f for s, f in self._failed.items() if f[1].code() in RECORD_REFUSALS}
+        self._failed.clear()
+        if refused:
+            self._refresh_limits()
+        collateral = 0
+        for source, (dlq, err, size) in refused.items():
+            limit = self.dlq_max_bytes if dlq else self.limits.get(self.outputs[source[0]], self.out_max_bytes)
+            if size + BATCH_FRAMING_BYTES <= limit:
+                collateral += 1  # refused with a bigger record of its batch: produced again after the re-read
+                continue
             if dlq and source in self._dlq_refused:
-                raise ProcessorError(f"the DLQ topic {self.dlq_topic} refused a record without payload ({error}); "
-                                     "check the topic and its max.message.bytes")
+                raise ProcessorError(f"the DLQ topic {self.dlq_topic} refused a record without payload "
+                                     f"({err.str()}); check the topic and its max.message.bytes")
             if dlq:
                 self._dlq_refused.add(source)
             else:
-                self._escalate[source] = (PRODUCE_FAILED, f"the broker refused the output record: {error}")
-            log.warning("record refused by the broker topic=%s partition=%s offset=%s dlq=%s error=%s; "
-                        "re-reading it for the DLQ", *source, dlq, error)
-        self._failed.clear()
+                self._escalate[source] = (PRODUCE_FAILED, f"the broker refused the output record: {err.str()}")
+            log.warning("record refused by the broker topic=%s partition=%s offset=%s dlq=%s bytes=%d error=%s; "
+                        "re-reading it for the DLQ", *source, dlq, size, err.str())
+        self._collateral_aborts = self._collateral_aborts + 1 if collateral else 0
+        if self._collateral_aborts > MAX_COLLATERAL_ABORTS:
+            # Batches of records that each fit keep being refused: an output topic's max.message.bytes
+            # was lowered under the running processor, and only new clients size their batches anew.
+            raise ProcessorError(f"the broker refused batches of records that each fit {self._collateral_aborts} "
+                                 "times in a row: an output topic's max.message.bytes changed; restart the processor")
         for (t, p), first in firsts.items():
             try:
                 consumer.seek(TopicPartition(t, p, first))
@@ -637,6 +670,12 @@ class Processor:
         for tp in committed:
             if tp.offset < 0:
                 continue  # nothing committed yet: counted from the first commit on
+            try:
+                high = consumer.get_watermark_offsets(tp, timeout=o.kafka_timeout_s, cached=False)[1]
+            except KafkaException:
+                high = tp.offset + 1
+            if tp.offset >= high:
+                continue  # nothing waits there: an idle partition cannot crash a run
             n = starts_of(tp.metadata) + 1
             if n > o.max_starts:
                 raise CrashLoopError(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, IsolationLevel, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from fresh.pipeline import PipelineConfig, load_pipeline_config
@@ -86,6 +86,24 @@ class Kafka:
 
     def count(self, topics: Iterable[str]) -> int:
         return len(self.read_to_end(topics))
+
+    def committed(self, group: str) -> int:
+        """The sum of `group`'s committed offsets (= records it has consumed, on topics that start at 0)."""
+        fut = self.admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
+        return sum(tp.offset for tp in fut.result(timeout=30).topic_partitions if tp.offset > 0)
+
+    def open_transactions(self, topics: Iterable[str]) -> int:
+        """Partitions of `topics` whose last stable offset is below the high watermark: records of a
+        transaction neither committed nor aborted yet are in the log."""
+        meta = self.admin.list_topics(timeout=30).topics
+        tps = [TopicPartition(t, p) for t in topics if t in meta for p in meta[t].partitions]
+
+        def ends(level: IsolationLevel) -> dict[tuple[str, int], int]:
+            futs = self.admin.list_offsets({tp: OffsetSpec.latest() for tp in tps}, isolation_level=level)
+            return {(tp.topic, tp.partition): f.result(timeout=30).offset for tp, f in futs.items()}
+
+        stable, high = ends(IsolationLevel.READ_COMMITTED), ends(IsolationLevel.READ_UNCOMMITTED)
+        return sum(stable[k] < high[k] for k in high)
 
 
 def make_pipeline(settings: Settings, unique: str,

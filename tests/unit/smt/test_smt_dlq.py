@@ -68,8 +68,8 @@ def test_without_payload_the_headers_still_identify_the_record(ring: Keyring) ->
     assert h["dlq.digest"] == dlq_digest(ring, b"abc").encode() and h["dlq.source.bytes"] == b"3"
 
 
-def test_a_key_that_fills_the_record_is_dropped(ring: Keyring) -> None:
-    entry = dlq_entry(ring, source(b"{}", key=b"k" * 600_000), "oversize", "", "pii-0", PRODUCER_MAX_BYTES)
+def test_a_key_that_overflows_the_record_is_dropped(ring: Keyring) -> None:
+    entry = dlq_entry(ring, source(b"{}", key=b"k" * 999_000), "oversize", "", "pii-0", PRODUCER_MAX_BYTES)
     assert entry.key is None and dict(entry.headers)["dlq.key.dropped"] == b"1"
     assert size(entry) <= PRODUCER_MAX_BYTES
 
