@@ -35,6 +35,11 @@ class Kafka:
         self.bootstrap = bootstrap
         self.admin = AdminClient({"bootstrap.servers": bootstrap})
 
+    def fresh_admin(self) -> AdminClient:
+        """A new admin client (keep it in a variable while its futures run): one made before a
+        broker restart may keep stale metadata (FENCED_LEADER_EPOCH) or never answer again."""
+        return AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+
     def create(self, topics: Iterable[str], partitions: int = PARTITIONS) -> None:
         new = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics]
         futures = self.admin.create_topics(new)
@@ -65,7 +70,8 @@ class Kafka:
         meta = consumer.list_topics(timeout=30).topics
         tps = [TopicPartition(t, p, 0) for t in topics if t in meta for p in meta[t].partitions]
         consumer.assign(tps)
-        latest = self.admin.list_offsets({TopicPartition(tp.topic, tp.partition): OffsetSpec.latest() for tp in tps})
+        admin = self.fresh_admin()
+        latest = admin.list_offsets({TopicPartition(tp.topic, tp.partition): OffsetSpec.latest() for tp in tps})
         ends = {(tp.topic, tp.partition): fut.result(timeout=30).offset for tp, fut in latest.items()}
         out: list[Out] = []
 
@@ -88,18 +94,21 @@ class Kafka:
         return len(self.read_to_end(topics))
 
     def committed(self, group: str) -> int:
-        """The sum of `group`'s committed offsets (= records it has consumed, on topics that start at 0)."""
-        fut = self.admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
+        """The sum of `group`'s committed offsets (= records it has consumed, on topics that start at 0).
+        """
+        admin = self.fresh_admin()
+        fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
         return sum(tp.offset for tp in fut.result(timeout=30).topic_partitions if tp.offset > 0)
 
     def open_transactions(self, topics: Iterable[str]) -> int:
         """Partitions of `topics` whose last stable offset is below the high watermark: records of a
         transaction neither committed nor aborted yet are in the log."""
-        meta = self.admin.list_topics(timeout=30).topics
+        admin = self.fresh_admin()
+        meta = admin.list_topics(timeout=30).topics
         tps = [TopicPartition(t, p) for t in topics if t in meta for p in meta[t].partitions]
 
         def ends(level: IsolationLevel) -> dict[tuple[str, int], int]:
-            futs = self.admin.list_offsets({tp: OffsetSpec.latest() for tp in tps}, isolation_level=level)
+            futs = admin.list_offsets({tp: OffsetSpec.latest() for tp in tps}, isolation_level=level)
             return {(tp.topic, tp.partition): f.result(timeout=30).offset for tp, f in futs.items()}
 
         stable, high = ends(IsolationLevel.READ_COMMITTED), ends(IsolationLevel.READ_UNCOMMITTED)

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import Producer
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 from smt_kafka_io import PARTITIONS, Kafka, Out, make_pipeline, write_pipeline
 
+from fresh.errors import WaitTimeoutError
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 from fresh.wait import wait_until
@@ -163,14 +164,19 @@ def broker(local_stack: LocalStack, kafka: Kafka) -> Iterator[LocalStack]:
 
 def wait_committed(kafka: Kafka, cfg: PipelineConfig, n: int, proc: ProcessorProcess | None, timeout_s: float,
                    what: str) -> None:
+    """Poll the group's committed offsets until they reach `n`, restarting `proc` whenever it has
+    exited (as a supervisor would). Errors while the broker comes back count as "not yet"."""
+    seen = [-1]
+
     def done() -> bool:
         if proc is not None:
             proc.restart_if_exited()
-        try:
-            return kafka.committed(cfg.pii_processor.consumer_group) >= n
-        except (KafkaException, TimeoutError):  # the broker is still coming back: poll again
-            return False
-    wait_until(done, timeout_s=timeout_s, what=what, interval_s=0.1)
+        seen[0] = kafka.committed(cfg.pii_processor.consumer_group)
+        return seen[0] >= n
+    try:
+        wait_until(done, timeout_s=timeout_s, what=what, interval_s=0.1)
+    except WaitTimeoutError as exc:
+        raise WaitTimeoutError(f"{exc}; committed: {seen[0]} of {n}") from None
 
 
 # ---- records the broker cannot hold ----------------------------------------------------------
