@@ -354,9 +354,11 @@ def test_sigterm_is_honoured_with_the_broker_down(
     kafka: Kafka, secure_pipeline: PipelineConfig, keyring_source: KeyringSource, broker: LocalStack,
     processes: Callable[[], ProcessorProcess]
 ) -> None:
-    """SIGTERM while the broker is gone (the open transaction can neither commit nor abort): the
-    processor exits within its stop bound (5 s + a margin; the deadline here is 30 s), with one
-    line and no traceback; the next run, with the broker back, loses and duplicates nothing."""
+    """SIGTERM while a transaction is open and the broker is gone (it can neither commit nor
+    abort): the processor is frozen with a transaction open, the broker killed, the processor
+    thawed and sent SIGTERM. It exits within its stop bound (5 s + a margin; the deadline here is
+    30 s, and the time is printed), with one line and no traceback; the next run, with the broker
+    back, loses and duplicates nothing."""
     cfg = secure_pipeline
     records = list(mixed_records(cfg, 20_000, seed=22))
     kafka.produce(records[:5000])
@@ -365,12 +367,15 @@ def test_sigterm_is_honoured_with_the_broker_down(
     wait_committed(kafka, cfg, 1000, proc, 60, "the first committed transactions")
     feeder = Feeder(kafka.bootstrap, records[5000:], chunk=1000, pause_s=0.1)
     wait_committed(kafka, cfg, 4000, proc, 60, "processing of the live stream")
+    open_partitions = freeze_with_open_transaction(proc.proc, kafka, cfg)
     broker.kill("kafka")
-    threading.Event().wait(3)  # let the processor run into the missing broker
+    proc.proc.send_signal(signal.SIGCONT)
     code, stop_s = proc.stop(timeout_s=30)
-    print(f"SIGTERM with the broker down: exit={code} after {stop_s:.1f}s; last line: "
-          f"{proc.log().strip().splitlines()[-1]}")
+    last = proc.log().strip().splitlines()[-1]
+    print(f"SIGTERM with a transaction open on {open_partitions} partitions and the broker down: exit={code} "
+          f"after {stop_s:.1f}s; last line: {last}")
     assert "Traceback" not in proc.log()
+    assert code != 0 and last.startswith("error: ")  # it could not finish the transaction, and says so
     broker.up(["kafka"])
     fault_end = time.monotonic()
     proc.start()
@@ -440,20 +445,27 @@ def strings(node: Any) -> Iterator[str]:
             yield from strings(v)
 
 
-def kill_with_open_transaction(proc: subprocess.Popen[bytes], kafka: Kafka, cfg: PipelineConfig,
-                               attempts: int = 50) -> int:
-    """SIGKILL `proc` while one of its transactions is open, and prove it: freeze it (SIGSTOP),
-    look for `_secure` partitions whose last stable offset is below the high watermark, and kill
-    it frozen if there are any (else let it run a moment and look again). Returns the number of
-    partitions with open transactions, checked again after the kill."""
+def freeze_with_open_transaction(proc: subprocess.Popen[bytes], kafka: Kafka, cfg: PipelineConfig,
+                                 attempts: int = 50) -> int:
+    """Freeze `proc` (SIGSTOP) at a moment one of its transactions is open, and prove it: `_secure`
+    partitions whose last stable offset is below the high watermark. If none, let it run a moment
+    and look again. Returns the number of such partitions; `proc` is left stopped."""
     for _ in range(attempts):
         proc.send_signal(signal.SIGSTOP)
-        if kafka.open_transactions(cfg.secure_topics):
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(30)
-            still_open = kafka.open_transactions(cfg.secure_topics)
-            assert still_open > 0, "the transaction open at the kill was resolved before it: no proof"
-            return still_open
+        found = kafka.open_transactions(cfg.secure_topics)
+        if found:
+            return found
         proc.send_signal(signal.SIGCONT)
         threading.Event().wait(0.05)  # let it run into its next transaction
-    raise AssertionError(f"no open transaction seen in {attempts} looks: the kill would prove nothing")
+    raise AssertionError(f"no open transaction seen in {attempts} looks: the fault would prove nothing")
+
+
+def kill_with_open_transaction(proc: subprocess.Popen[bytes], kafka: Kafka, cfg: PipelineConfig) -> int:
+    """SIGKILL `proc` while one of its transactions is open (frozen first, so it cannot commit in
+    between); the transaction is checked to be still open after the kill. Returns its partitions."""
+    freeze_with_open_transaction(proc, kafka, cfg)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    still_open = kafka.open_transactions(cfg.secure_topics)
+    assert still_open > 0, "the transaction open at the kill was resolved before it: no proof"
+    return still_open
