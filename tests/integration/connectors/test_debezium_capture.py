@@ -131,3 +131,11 @@ def test_debezium_snapshots_then_streams(api: ConnectApi, settings: Settings, re
     assert _fixture("snapshot_read")["value"]["__deleted"] is False
     assert delete == {"__op": "d", "__deleted": True, "__source_ts_ms": delete["__source_ts_ms"]}
     assert set(delete) == set(_fixture("delete_rewrite")["value"])
+    # Key order, as Debezium writes the bytes (json.loads keeps it): the document's fields in
+    # MongoDB's order, then the metadata fields in the fixture's order, which smt.cdc_records
+    # reproduces (tests/unit/smt/test_smt_cdc_records.py pins the fixture to the same order).
+    meta_order = [k for k in _fixture("snapshot_read")["value"] if k in META]
+    print(f"Debezium key order: snapshot {list(snap)}; delete {list(delete)}")
+    assert list(snap) == ["_id", "store_id", "name", "created_at", "opening_hours", *meta_order]
+    assert list(insert) == list(update) == ["_id", "store_id", "name", "tags", *meta_order]
+    assert list(delete) == list(_fixture("delete_rewrite")["value"])

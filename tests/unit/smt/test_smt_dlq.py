@@ -81,7 +81,8 @@ def test_empty_and_null_values_are_encrypted_whole(ring: Keyring) -> None:
         assert decrypt(ring.keys, entry.value.decode(), DLQ_COLLECTION, TOPIC) == b""
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # ring is read-only
+# `ring` is read-only, so sharing it across examples is safe.
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(length=st.integers(0, 300_000), limit=st.integers(2_000, 400_000), detail=st.text(max_size=2_000))
 def test_any_record_fits_its_limit_and_its_payload_decrypts(ring: Keyring, length: int, limit: int,
                                                             detail: str) -> None:
