@@ -1,6 +1,10 @@
 """Debezium against the local Mongo server, end to end: the rendered connector config snapshots a
 seeded collection, then streams an insert, an update and a delete into the CDC topic in the shape
-pinned by smt/fixtures/extract_new_document_state.json. Needs the extended launcher
+pinned by smt/fixtures/extract_new_document_state.json (fields, types, and the key order of the
+bytes). The Mongo server is mongo-java-server, an in-memory emulator of the wire protocol with our
+change-stream layer, not mongod: this proves what Debezium 3.5.0.Final emits for what that emulator
+serves, not how Debezium behaves against a real replica set (oplog, resume tokens after a failover,
+pre-images). Needs the extended launcher
 (stack/java/FreshMongoServer.java: `hello`, `operationTime`, database/cluster change streams); a
 mongo service started before it must be restarted."""
 
