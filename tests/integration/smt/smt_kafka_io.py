@@ -51,7 +51,7 @@ class Kafka:
 
     def produce(self, records: Iterable[CdcRecord],
                 extra: Iterable[tuple[str, bytes | None, bytes | None]] = ()) -> int:
-        producer = Producer({"bootstrap.servers": self.bootstrap, "partitioner": "murmur2_random",
+        producer = Producer({"bootstrap.servers": self.bootstrap, "partitioner": "murmur2_random", "log_level": 0,
                              "linger.ms": 5, "message.max.bytes": 1_000_000})
         n = 0
         for r in records:
