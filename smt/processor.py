@@ -547,7 +547,9 @@ class Processor:
         kwargs: dict[str, Any] = {"headers": headers} if headers else {}
         if timestamp and timestamp > 0:
             kwargs["timestamp"] = timestamp
-        size = len(value or b"") + len(key or b"") + sum(len(k) + len(v or b"") for k, v in headers or ())
+        size = len(value or b"") + len(key or b"")
+        if headers:
+            size += sum(len(k) + len(v or b"") for k, v in headers)
         kwargs["on_delivery"] = partial(self._delivered, source, dlq, size)
         deadline = time.monotonic() + self.options.kafka_timeout_s
         while True:
