@@ -4,8 +4,8 @@ smt/fixtures/extract_new_document_state.json). Tests and benchmarks of every par
 of hand-rolling JSON.
 
     key   = {"id": "<_id>"}                                    (compact JSON, like JsonConverter)
-    value = document + "__op", "__source_ts_ms", "__deleted": false  (dates as epoch ms)
-    delete = {"__op": "d", "__source_ts_ms", "__deleted": true} (no _id: the key holds it), then a
+    value = document + "__deleted": false, "__op", "__source_ts_ms"  (dates as epoch ms; Debezium's key order)
+    delete = {"__deleted": true, "__op": "d", "__source_ts_ms"} (no _id: the key holds it), then a
              tombstone (null value)
 Checked against Debezium 3.5.0.Final itself (tests/integration/connectors/test_debezium_capture.py).
 """
@@ -47,11 +47,11 @@ def cdc_key(doc_id: str) -> bytes:
 def cdc_value(doc: dict[str, Any], op: str, ts_ms: int) -> bytes:
     if op not in ("r", "c", "u"):
         raise ValueError(f"op must be r, c or u (deletes: delete_value), got {op!r}")
-    return dumps({**doc, "__op": op, "__source_ts_ms": ts_ms, "__deleted": False})
+    return dumps({**doc, "__deleted": False, "__op": op, "__source_ts_ms": ts_ms})  # Debezium's key order
 
 
 def delete_value(ts_ms: int, extra: dict[str, Any] | None = None) -> bytes:
-    return dumps({**(extra or {}), "__op": "d", "__source_ts_ms": ts_ms, "__deleted": True})
+    return dumps({**(extra or {}), "__deleted": True, "__op": "d", "__source_ts_ms": ts_ms})
 
 
 def fixtures() -> list[dict[str, Any]]:

@@ -277,30 +277,48 @@ def secure_policy(settings: Settings, output: str) -> None:
               help="Seconds between counter log lines (in, out, dlq, lag).")
 @click.option("--transform-threads", type=click.IntRange(1, 64), default=None,
               help="Threads of the native transform per batch. [default: CPU count, at most 4]")
-@click.option("--dry-run", is_flag=True, help="Check policy, keyring and topics; print the mapping; process nothing.")
+@click.option("--max-starts", type=click.IntRange(0), default=5, show_default=True,
+              help="Exit (crash loop) when started this many times at the same committed offset without a commit; "
+                   "0 disables the check.")
+@click.option("--dry-run", is_flag=True,
+              help="Check policy, keyring, the broker (reachable within 5 s) and the CDC topics; print the mapping; "
+                   "process nothing. One line per problem, exit 1 if any.")
 @OUTPUT_OPTION
 @click.pass_obj
 def secure_run(settings: Settings, instance_id: str | None, batch_size: int, idle_exit: float | None,
-               counters_interval: float, transform_threads: int | None, dry_run: bool, output: str) -> None:
-    """Run the processor until SIGTERM/SIGINT (the open transaction is committed first).
+               counters_interval: float, transform_threads: int | None, max_starts: int, dry_run: bool,
+               output: str) -> None:
+    """Run the processor until SIGTERM/SIGINT (the open transaction is committed or aborted within 5 s).
 
     Run several instances with distinct --instance-id values to share the partitions; restart a
-    crashed one with the same id so it fences its former self at once.
+    crashed one with the same id so it fences its former self at once. Exits non-zero, with one
+    line, when Kafka is unreachable at start, when it stops making progress (a Kafka call blocked
+    past its bound, no commit for 120 s while records wait) and when it crash-loops
+    (--max-starts): for a supervisor to restart it or to stop trying.
 
     \b
     Examples:
       freshctl --log-level INFO secure run --instance-id pii-0
       freshctl secure run --dry-run
     """
-    from fresh.clients import check_kafka
     from fresh.pipeline import load_pipeline_config
-    from smt.processor import Processor, ProcessorOptions, ensure_topics, topic_mapping
+    from smt.processor import (
+        KafkaUnreachableError,
+        Processor,
+        ProcessorOptions,
+        ProcessorStuckError,
+        ensure_topics,
+        preflight,
+        serve,
+        topic_mapping,
+    )
 
     cfg = load_pipeline_config(settings.pipeline_config)
-    if not dry_run:
-        check_kafka(settings.kafka_bootstrap)  # one line within seconds when the broker is down
+    check = preflight(cfg, settings.kafka_bootstrap, timeout_s=5.0)  # the broker answers, the CDC topics exist
+    if check.broker and not dry_run:
+        raise KafkaUnreachableError(check.broker)  # one line within seconds when the broker is down
     opts = ProcessorOptions(bootstrap=settings.kafka_bootstrap, batch_size=batch_size,
-                            counters_interval_s=counters_interval)
+                            counters_interval_s=counters_interval, max_starts=max_starts)
     if instance_id:
         opts.instance_id = instance_id
     if transform_threads:
@@ -313,10 +331,16 @@ def secure_run(settings: Settings, instance_id: str | None, batch_size: int, idl
         click.echo(f"dry run: group={processor.group_id} instance={opts.instance_id} "
                    f"active_key={processor.keyring.active.id} transform={processor.transform_kind} "
                    f"transform_threads={opts.transform_threads}", err=True)
+        for problem in check.problems:
+            click.echo(f"error: {problem}", err=True)
+        if check.problems:
+            click.get_current_context().exit(1)
         return
     if progress.enabled() and logging.getLogger().getEffectiveLevel() > logging.INFO:
         # On a terminal, the processor's start, partition and counter lines are its progress.
         logging.getLogger("smt.processor").setLevel(logging.INFO)
+    for problem in check.topics:
+        log.warning("%s", problem)  # a CDC topic appears when its connector starts; the subscription waits
     created = ensure_topics(cfg, settings.kafka_bootstrap)
     if created:
         log.info("created topics %s", ",".join(created))
@@ -328,7 +352,14 @@ def secure_run(settings: Settings, instance_id: str | None, batch_size: int, idl
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    counters = processor.run(stop, idle_exit_s=idle_exit)
+    try:
+        counters = serve(processor, stop, idle_exit_s=idle_exit)
+    except ProcessorStuckError as exc:
+        # The processor thread is blocked inside librdkafka: say so and leave without waiting for it.
+        click.echo(f"error: {exc}", err=True)
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(1)
     click.echo(counters.line(), err=True)
 
 

@@ -386,6 +386,20 @@ class LocalStack:
                 shutil.rmtree(folder, ignore_errors=True)
         return stopped
 
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL, timeout_s: float = 30.0) -> int:
+        """Send `sig` to one running service (its process group) and wait until it has exited; for
+        fault injection. `up([name])` starts it again on the same data. Returns the PID it had."""
+        if name not in self.services:
+            raise StackError(f"unknown service {name!r}; known services: {', '.join(self.services)}")
+        pid = self.pid_of(name)
+        if pid is None:
+            raise StackError(f"{name} is not running (freshctl stack up)")
+        _signal_group(pid, sig)
+        self._await_exit(name, timeout_s)
+        self._pid_file(name).unlink(missing_ok=True)
+        log.info("killed service=%s pid=%s signal=%s", name, pid, sig.name)
+        return pid
+
     def _await_exit(self, name: str, timeout_s: float) -> None:
         wait_until(lambda: self.pid_of(name) is None, timeout_s=timeout_s, what=f"{name} to stop")
 

@@ -85,7 +85,9 @@ def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> str:
 def secure_pipeline_running(bootstrap: str, chdb_path: str, tmp_path: Path) -> Callable[..., Any]:
     """`with secure_pipeline_running(cfg, instance_id) as (keyring, backend):` runs the PII processor
     for `cfg` in a thread (with a fresh tmp keyring) and migrates ClickHouse on the embedded engine;
-    on exit the processor stops, must have ended, and the engine session closes."""
+    on exit the processor stops, must have ended, and the engine session closes. An exception of
+    the processor thread is re-raised on exit (the test fails with it, even if it passed
+    otherwise), never lost."""
 
     @contextmanager
     def run(cfg: PipelineConfig, instance_id: str) -> Iterator[tuple[KeyringSource, ChdbBackend]]:
@@ -93,7 +95,15 @@ def secure_pipeline_running(bootstrap: str, chdb_path: str, tmp_path: Path) -> C
         keyring.generate()
         processor = Processor(cfg, keyring, ProcessorOptions(bootstrap=bootstrap, instance_id=instance_id))
         stop = threading.Event()
-        worker = threading.Thread(target=processor.run, args=(stop,), daemon=True)
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                processor.run(stop)
+            except BaseException as exc:  # re-raised below, on the test's thread
+                errors.append(exc)
+
+        worker = threading.Thread(target=work, daemon=True)
         worker.start()
         backend = ChdbBackend(Path(chdb_path))
         try:
@@ -104,5 +114,7 @@ def secure_pipeline_running(bootstrap: str, chdb_path: str, tmp_path: Path) -> C
             worker.join(60)
             backend.close()
         assert not worker.is_alive(), "the PII processor did not stop within 60 s"
+        if errors:
+            raise AssertionError(f"the PII processor thread failed: {errors[0]!r}") from errors[0]
 
     return run

@@ -1,6 +1,10 @@
 """Debezium against the local Mongo server, end to end: the rendered connector config snapshots a
 seeded collection, then streams an insert, an update and a delete into the CDC topic in the shape
-pinned by smt/fixtures/extract_new_document_state.json. Needs the extended launcher
+pinned by smt/fixtures/extract_new_document_state.json (fields, types, and the key order of the
+bytes). The Mongo server is mongo-java-server, an in-memory emulator of the wire protocol with our
+change-stream layer, not mongod: this proves what Debezium 3.5.0.Final emits for what that emulator
+serves, not how Debezium behaves against a real replica set (oplog, resume tokens after a failover,
+pre-images). Needs the extended launcher
 (stack/java/FreshMongoServer.java: `hello`, `operationTime`, database/cluster change streams); a
 mongo service started before it must be restarted."""
 
@@ -131,3 +135,11 @@ def test_debezium_snapshots_then_streams(api: ConnectApi, settings: Settings, re
     assert _fixture("snapshot_read")["value"]["__deleted"] is False
     assert delete == {"__op": "d", "__deleted": True, "__source_ts_ms": delete["__source_ts_ms"]}
     assert set(delete) == set(_fixture("delete_rewrite")["value"])
+    # Key order, as Debezium writes the bytes (json.loads keeps it): the document's fields in
+    # MongoDB's order, then the metadata fields in the fixture's order, which smt.cdc_records
+    # reproduces (tests/unit/smt/test_smt_cdc_records.py pins the fixture to the same order).
+    meta_order = [k for k in _fixture("snapshot_read")["value"] if k in META]
+    print(f"Debezium key order: snapshot {list(snap)}; delete {list(delete)}")
+    assert list(snap) == ["_id", "store_id", "name", "created_at", "opening_hours", *meta_order]
+    assert list(insert) == list(update) == ["_id", "store_id", "name", "tags", *meta_order]
+    assert list(delete) == list(_fixture("delete_rewrite")["value"])

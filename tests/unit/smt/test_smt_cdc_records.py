@@ -1,4 +1,6 @@
-"""The one CDC record helper reproduces the pinned Debezium fixtures byte for byte."""
+"""The one CDC record helper reproduces the pinned Debezium fixtures byte for byte, keys in
+Debezium's order (seen by tests/integration/connectors/test_debezium_capture.py from Debezium
+3.5.0.Final: the document's fields in MongoDB's order, then __deleted, __op, __source_ts_ms)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,25 @@ from collections import Counter
 
 from fresh.pipeline import PipelineConfig
 from smt.cdc_records import cdc_key, cdc_value, delete_value, dumps, fixtures, mixed_records
+
+# Debezium 3.5.0.Final's order of the added fields, as written by ExtractNewDocumentState (not
+# derived from the fixture or the helper: both are checked against it).
+DEBEZIUM_META_ORDER = ["__deleted", "__op", "__source_ts_ms"]
+
+
+def test_fixture_and_helper_keep_debeziums_key_order() -> None:
+    for f in fixtures():
+        value = f["value"]
+        if value is None:
+            continue
+        assert list(value)[-3:] == DEBEZIUM_META_ORDER, f["name"]
+        doc = [k for k in value if not k.startswith("__")]
+        assert list(value) == [*doc, *DEBEZIUM_META_ORDER], f["name"]
+    doc = {"_id": "S1", "store_id": "S1", "name": "x"}
+    assert list(json.loads(cdc_value(doc, "c", 1))) == [*doc, *DEBEZIUM_META_ORDER]
+    assert list(json.loads(delete_value(1))) == DEBEZIUM_META_ORDER
+    assert cdc_value(doc, "u", 7) == (b'{"_id":"S1","store_id":"S1","name":"x",'
+                                      b'"__deleted":false,"__op":"u","__source_ts_ms":7}')
 
 
 def test_helper_matches_each_fixture() -> None:

@@ -102,8 +102,20 @@ def test_decrypt_field_record_and_dry_run(env: dict[str, str], tmp_path: Path) -
     r = runner.invoke(freshctl, ["secure", "decrypt", "--entity", "customers", "--field", "email", env_value],
                       env=env)
     assert r.exit_code != 0 and "does not authenticate" in str(r.exception)
-    r = runner.invoke(freshctl, ["secure", "run", "--dry-run", "-o", "json"], env=env)
-    assert r.exit_code == 0 and len(json.loads(r.stdout)) == 5
+    # No broker listens on port 1: the dry run prints the mapping, then one line for the broker, exit 1.
+    down = {**env, "FRESH_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
     native = "python" if os.environ.get("FRESH_SKIP_NATIVE") == "1" else "native"
-    r = runner.invoke(freshctl, ["secure", "run", "--dry-run", "--transform-threads", "3"], env=env)
-    assert r.exit_code == 0 and f"transform={native} transform_threads=3" in r.stderr
+    r = runner.invoke(freshctl, ["secure", "run", "--dry-run", "--transform-threads", "3", "-o", "json"], env=down)
+    assert r.exit_code == 1 and len(json.loads(r.stdout)) == 5
+    assert f"transform={native} transform_threads=3" in r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Kafka at 127.0.0.1:1 did not answer within 5s" in errors[0], r.stderr
+
+
+def test_run_with_kafka_down_fails_fast_in_one_line(env: dict[str, str]) -> None:
+    runner = CliRunner()
+    assert runner.invoke(freshctl, ["keys", "generate"], env=env).exit_code == 0
+    r = runner.invoke(freshctl, ["secure", "run"], env={**env, "FRESH_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
+    assert r.exit_code == 1 and r.exception is not None
+    assert str(r.exception).startswith("Kafka at 127.0.0.1:1 did not answer within 5s")
+    assert r.stderr == ""  # nothing else: no librdkafka lines (main() prints the one `error:` line)
