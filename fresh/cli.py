@@ -14,6 +14,7 @@ from fresh.output import OUTPUT_OPTION, print_rows
 from fresh.pipeline import load_pipeline_config
 from fresh.settings import Settings, load_settings
 from generator.cli import seed_command
+from grafana.cli import grafana
 from smt.cli import keys, secure
 from stack.cli import stack
 
@@ -86,6 +87,7 @@ freshctl.add_command(secure)
 freshctl.add_command(connectors)
 freshctl.add_command(seed_command)
 freshctl.add_command(clickhouse)
+freshctl.add_command(grafana)
 
 
 def main() -> None:
