@@ -90,9 +90,10 @@ def panel_spec(panel: PanelResult) -> dict[str, Any]:
                   for r in rows for c in numeric]
         return {**base, "data": {"values": values}, "mark": {"type": "line", "point": len(rows) < 40},
                 "encoding": {"x": {"field": "time", "type": "temporal", "title": None},
-                             "y": {"field": "value", "type": "quantitative", "title": panel.unit or None},
-                             "color": {"field": "series", "type": "nominal", "legend": {"orient": "bottom",
-                                                                                          "title": None}}}}
+                             "y": {"field": "value", "type": "quantitative", "title": None},
+                             "color": {"field": "series", "type": "nominal",
+                                       "legend": {"orient": "bottom", "title": None}
+                                       if len({v["series"] for v in values}) > 1 else None}}}
     # bar chart
     x_field = panel.x_field or (other[0] if other else next(iter(rows[0])))
     numeric = [c for c in numeric if c != x_field]
@@ -101,7 +102,7 @@ def panel_spec(panel: PanelResult) -> dict[str, Any]:
     bar = {"mark": {"type": "bar"},
            "encoding": {"x": {"field": "x", "type": "nominal", "sort": None, "title": None,
                               "axis": {"labelAngle": -30, "labelLimit": 120}},
-                        "y": {"field": "value", "type": "quantitative", "title": panel.unit or None},
+                        "y": {"field": "value", "type": "quantitative", "title": None},
                         "xOffset": {"field": "series"},
                         "color": {"field": "series", "type": "nominal", "legend": None if len(numeric) == 1 else
                                   {"orient": "bottom", "title": None}}}}
@@ -111,12 +112,20 @@ def panel_spec(panel: PanelResult) -> dict[str, Any]:
     return {**base, "data": {"values": values}, "layer": [bar, text]}
 
 
+# Each panel has its own scales and legend (Vega-Lite shares them across concatenated views by default).
+_INDEPENDENT = {"scale": {"color": "independent", "xOffset": "independent", "x": "independent", "y": "independent"},
+                "legend": {"color": "independent"}}
+
+
 def dashboard_spec(run: DashboardRun) -> dict[str, Any]:
     """One Vega-Lite spec: a line per grid row (row headers full width), panels side by side."""
     lines: dict[int, list[dict[str, Any]]] = {}
     for title, y in run.rows:
-        lines.setdefault(y, []).append({**_message(title, 24 * COL_PX - 30, 14, size=15), "width": 24 * COL_PX - 30,
-                                        "height": 14})
+        header = {"data": {"values": [{"t": title}]}, "width": 24 * COL_PX - 30, "height": 16,
+                  "view": {"stroke": None},
+                  "mark": {"type": "text", "fontSize": 16, "fontWeight": "bold", "align": "left", "font": FONT},
+                  "encoding": {"text": {"field": "t"}, "x": {"value": 0}, "y": {"value": 8}}}
+        lines.setdefault(y, []).append(header)
     for panel in sorted(run.panels, key=lambda p: (p.grid[1], p.grid[0])):
         lines.setdefault(panel.grid[1], []).append(panel_spec(panel))
     span = f"{run.start:%Y-%m-%d %H:%M} to {run.end:%Y-%m-%d %H:%M} UTC"
@@ -124,8 +133,9 @@ def dashboard_spec(run: DashboardRun) -> dict[str, Any]:
         "$schema": SCHEMA,
         "title": {"text": run.title, "subtitle": f"{span} (snapshot, freshctl grafana snapshot)",
                   "anchor": "start", "fontSize": 20},
-        "vconcat": [{"hconcat": lines[y], "spacing": 20} for y in sorted(lines)],
+        "vconcat": [{"hconcat": lines[y], "spacing": 20, "resolve": _INDEPENDENT} for y in sorted(lines)],
         "spacing": 16,
+        "resolve": _INDEPENDENT,
         "config": {"font": FONT, "view": {"stroke": "#d8d9da"}, "background": "white"},
     }
 
