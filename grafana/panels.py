@@ -123,7 +123,7 @@ def build_dashboard(spec: DashboardSpec, datasource_uid: str) -> dashboard_model
     for variable in spec.variables:
         board = board.with_variable(
             dashboard_builders.QueryVariable(variable.name).label(variable.label).description(variable.description)
-            .datasource(ds).query(variable.sql).multi(True).include_all(True)
+            .datasource(ds).query(variable.sql).multi(True).include_all(True).allow_custom_value(False)
             .refresh(dashboard_model.VariableRefresh.ON_DASHBOARD_LOAD).sort(dashboard_model.VariableSort.ALPHABETICAL_ASC)
             .current(dashboard_model.VariableOption(selected=True, text="All", value="$__all"))
         )
