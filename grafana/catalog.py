@@ -105,11 +105,13 @@ def sales(cfg: PipelineConfig) -> DashboardSpec:
                           f"SELECT round(avg(total), 2) AS average_check FROM {purchases}", "currencyRUB", w=8, h=4),
             ]),
             RowSpec("Over time", [
+                # Reads purchases, not the daily_sales view: the view aggregates all history before
+                # a day filter applies (2 s at 1M purchases, docs/benchmarks.md).
                 PanelSpec(
                     "timeseries", "Daily sales",
-                    "Revenue per day (mart daily_sales: lines of completed purchases by store, network, category).",
-                    f"SELECT toDateTime(day) AS time, sum(revenue) AS revenue FROM {mart}.daily_sales "
-                    f"WHERE $__dateFilter(day) AND {where_store('store_id')} GROUP BY time ORDER BY time",
+                    "Revenue of completed purchases per day (UTC) in the time range.",
+                    f"SELECT toDateTime(toDate(purchased_at)) AS time, sum(total) AS revenue FROM {purchases} "
+                    "GROUP BY time ORDER BY time",
                     "currencyRUB", w=12, h=8),
                 PanelSpec(
                     "timeseries", "Orders per interval",
@@ -128,9 +130,11 @@ def sales(cfg: PipelineConfig) -> DashboardSpec:
                     "currencyRUB", w=12, h=9, x_field="product"),
                 PanelSpec(
                     "barchart", "Sales by category",
-                    "Revenue per product category in the time range (mart daily_sales).",
-                    f"SELECT category, sum(revenue) AS revenue FROM {mart}.daily_sales "
-                    f"WHERE $__dateFilter(day) AND {where_store('store_id')} GROUP BY category ORDER BY category",
+                    "Revenue per product category (purchase lines) in the time range.",
+                    f"SELECT category, sum(line_total) AS revenue FROM {mart}.purchases FINAL "
+                    "ARRAY JOIN item_category AS category, item_line_total AS line_total "
+                    f"WHERE status = 'completed' AND NOT is_deleted AND $__timeFilter(purchased_at) "
+                    f"AND {where_store('store_id')} GROUP BY category ORDER BY category",
                     "currencyRUB", w=12, h=9, x_field="category"),
             ]),
             RowSpec("Customers", [
