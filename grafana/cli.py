@@ -27,7 +27,7 @@ def grafana() -> None:
       freshctl grafana render              # write grafana/provisioning and grafana/dashboards
       freshctl grafana check               # exit 3 with a one-line diff if they drifted
       freshctl grafana list -o json        # every dashboard and panel
-      freshctl grafana snapshot --out snapshots/   # PNG + HTML per dashboard from ClickHouse
+      freshctl grafana snapshot            # PNG + HTML per dashboard into .stack/snapshots
     """
 
 
@@ -85,15 +85,15 @@ def _time(text: str | None) -> datetime | None:
 
 
 @grafana.command("snapshot")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("snapshots"),
-              show_default=True, help="Folder for <dashboard>.png and <dashboard>.html.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for <dashboard>.png and <dashboard>.html [default: <stack home>/snapshots, git-ignored].")
 @click.option("--dashboard", "only", multiple=True, help="Only this dashboard (file stem, e.g. sales); repeatable.")
 @click.option("--from", "start", help="Start of the time range (now-7d, ISO time); default: the dashboard's.")
 @click.option("--to", "end", help="End of the time range; default: the dashboard's (now).")
 @click.option("--dry-run", is_flag=True, help="Run the queries and print the files that would be written.")
 @click.pass_obj
-def snapshot_cmd(settings: Settings, out_dir: Path, only: tuple[str, ...], start: str | None, end: str | None,
-                 dry_run: bool) -> None:
+def snapshot_cmd(settings: Settings, out_dir: Path | None, only: tuple[str, ...], start: str | None,
+                 end: str | None, dry_run: bool) -> None:
     """Run every panel's query on the configured ClickHouse and draw each dashboard (PNG + HTML).
 
     Reads the committed dashboard JSON (what Grafana loads). No Grafana server, browser or
@@ -104,6 +104,7 @@ def snapshot_cmd(settings: Settings, out_dir: Path, only: tuple[str, ...], start
       freshctl grafana snapshot
       freshctl grafana snapshot --dashboard sales --from 2025-01-01 --to 2025-03-01 --out /tmp/pics
     """
+    out_dir = out_dir or settings.stack_home / "snapshots"
     boards = {Path(rel).stem: data for rel, data in committed_dashboards(GRAFANA_DIR).items()}
     unknown = sorted(set(only) - set(boards))
     if unknown:
