@@ -27,6 +27,8 @@ GROUPS: dict[str, LazyCommand] = {
     "config": LazyCommand("freshctl.config:config", "Inspect the pipeline config (pipeline.yaml)."),
     "connectors": LazyCommand(
         "connectors.cli:connectors", "Debezium connectors as code: render, lint, validate, diff, apply, inspect."),
+    "grafana": LazyCommand(
+        "grafana.cli:grafana", "Grafana datasource and dashboards as code (grafana/), and pictures of them."),
     "keys": LazyCommand(
         "smt.cli:keys",
         "Manage the PII keyring: data and index keys, wrapped by a key-encryption key (docs/pii.md)."),

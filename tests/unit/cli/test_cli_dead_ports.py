@@ -48,6 +48,7 @@ NEEDS_SERVER: dict[str, tuple[list[str], str]] = {
     "connectors status": ([CONNECTOR], "FRESH_CONNECT_URL"),
     "connectors stop": ([CONNECTOR], "FRESH_CONNECT_URL"),
     "connectors validate": (["-e", "local"], "FRESH_CONNECT_URL"),
+    "grafana snapshot": (["--dry-run"], "FRESH_CLICKHOUSE_PORT"),
     "secure health": ([], "FRESH_KAFKA_BOOTSTRAP"),
     "secure run": ([], "FRESH_KAFKA_BOOTSTRAP"),
     "seed": ([], "FRESH_MONGO_URI"),
@@ -61,6 +62,9 @@ OFFLINE: dict[str, tuple[list[str], int]] = {
     "config check": ([], 0),
     "config topics": ([], 0),
     "connectors render": (["-e", "local"], 0),
+    "grafana check": ([], 0),
+    "grafana list": ([], 0),
+    "grafana render": (["--dry-run"], 0),
     "keys generate": (["--dry-run"], 1),  # refuses: the fixture's keyring exists (a local check, one line)
     "keys get": ([], 0),
     "keys rotate": (["--dry-run"], 0),

@@ -26,12 +26,16 @@ WRITES = {
     "clickhouse ingest", "clickhouse migrate",
     "connectors apply", "connectors delete", "connectors pause", "connectors register", "connectors restart",
     "connectors resume", "connectors stop",
+    "grafana render", "grafana snapshot",
     "keys destroy", "keys disable", "keys enable", "keys generate", "keys rotate", "keys wrap",
     "secure run", "seed", "stack down", "stack up",
 }
 # Commands that print something other than rows, with the reason; every other command has -o table|json.
 NO_OUTPUT_OPTION = {
     "completion": "prints a shell script",
+    "grafana check": "prints one ok line or a one-line diff (exit 3)",
+    "grafana render": "prints one line per file it writes",
+    "grafana snapshot": "prints one line per picture it draws",
     "config check": "prints one ok line or fails",
     "connectors render": "always prints JSON (one document, or one file per connector)",
     "secure decrypt": "prints the decrypted value or records as they are",

@@ -348,3 +348,36 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path, versions: dict[s
     # env_file values reach the container environment; the allowlist pattern keeps its literal `$`.
     assert resolved["connect"]["environment"]["FRESH_MONGO_CONNECTION_STRING"].startswith("mongodb://")
     assert resolved["connect"]["environment"]["CONNECT_CONFIG_PROVIDERS_ENV_PARAM_ALLOWLIST_PATTERN"].endswith("$")
+
+
+# ---- grafana -------------------------------------------------------------------------------------
+
+
+def test_grafana_is_pinned_provisioned_read_only_and_reads_as_the_dashboards_user(
+    services: dict[str, dict[str, Any]], versions: dict[str, str]
+) -> None:
+    from grafana.render import CLICKHOUSE_HOST, CLICKHOUSE_PORT, DASHBOARDS_MOUNT, PASSWORD_ENV, provider_yaml
+
+    grafana = services["grafana"]
+    assert grafana["image"] == "grafana/grafana:${GRAFANA_IMAGE_VERSION:?run docker compose --env-file versions.env}"
+    # the ClickHouse plugin installed at a pinned version
+    plugins = env_of(grafana)["GF_INSTALL_PLUGINS"]
+    assert plugins == ("grafana-clickhouse-datasource "
+                       "${GRAFANA_CLICKHOUSE_PLUGIN_VERSION:?run docker compose --env-file versions.env}")
+    assert re.fullmatch(r"4\.\d+\.\d+", versions["GRAFANA_CLICKHOUSE_PLUGIN_VERSION"])
+    assert re.fullmatch(r"11\.6\.\d+", versions["GRAFANA_IMAGE_VERSION"])
+    assert grafana["depends_on"] == {"clickhouse": {"condition": "service_healthy"}}
+    assert "/api/health" in " ".join(grafana["healthcheck"]["test"])
+    # provisioning mounted read-only, where the rendered provider looks for the dashboards
+    mounts = {v.split(":")[1]: v for v in grafana["volumes"] if v.startswith("./")}
+    assert mounts["/etc/grafana/provisioning/datasources"].startswith("./grafana/provisioning/datasources:")
+    assert mounts["/etc/grafana/provisioning/dashboards"].startswith("./grafana/provisioning/dashboards:")
+    assert mounts[DASHBOARDS_MOUNT].startswith("./grafana/dashboards:")
+    assert all(v.endswith(":ro") for v in mounts.values())
+    assert provider_yaml()["providers"][0]["options"]["path"] == DASHBOARDS_MOUNT
+    # the datasource reaches the compose ClickHouse; the password comes from the secrets file
+    assert CLICKHOUSE_HOST == "clickhouse" and CLICKHOUSE_PORT in container_ports(services["clickhouse"])
+    assert ".env.secrets" in env_files_of(grafana)
+    secrets = example_env(grafana)
+    assert PLACEHOLDER in secrets[PASSWORD_ENV] and PLACEHOLDER in secrets["GF_SECURITY_ADMIN_PASSWORD"]
+    assert container_ports(grafana) == {3000}

@@ -40,7 +40,7 @@ def project() -> dict[str, Any]:
 def test_the_file_loads_with_versions_env(project: dict[str, Any]) -> None:
     versions = load_versions()
     services = project["services"]
-    assert set(services) == {"mongo", "kafka", "connect", "clickhouse", "init", "processor"}
+    assert set(services) == {"mongo", "kafka", "connect", "clickhouse", "init", "processor", "grafana"}
     assert services["kafka"]["image"] == f"apache/kafka:{versions['KAFKA_VERSION']}"
     assert services["mongo"]["image"] == f"mongo:{versions['MONGO_IMAGE_VERSION']}"
     assert services["init"]["build"]["args"]["PYTHON_IMAGE_VERSION"] == versions["PYTHON_IMAGE_VERSION"]
