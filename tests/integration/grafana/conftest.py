@@ -61,7 +61,7 @@ def seeded_pipeline(pipeline: PipelineConfig, bootstrap: str, chdb_path: str, ne
             producer.poll(0)
     assert producer.flush(60) == 0
 
-    keyring = KeyringSource(tmp_path_factory.mktemp("gfkeys") / "keyring.json")
+    keyring = KeyringSource(tmp_path_factory.mktemp("gfkeys") / "keyring.json", allow_unwrapped=True)  # test keys
     keyring.generate()
     options = ProcessorOptions(bootstrap=bootstrap, instance_id=f"gf-{cfg.kafka.topic_prefix}")
     processor = Processor(cfg, keyring, options)
