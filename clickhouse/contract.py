@@ -1,0 +1,129 @@
+"""MART's strict reading of a `_secure` payload: exact decimals from the JSON text and the
+contract checks (types, presence, ranges) that keep a row whose value MART cannot hold exactly
+out of MART, in `<mart>.rejects` with a reason, instead of a silent default.
+
+Why the text: ClickHouse's JSON functions parse every number into a double, and even
+`JSONExtractRaw` re-serializes it from the double (2.50 -> '2.5', 12345678901234.567 ->
+'...566'); `toDecimal64(round(price, 2), 2)` truncated 64.46 to 64.45. So a decimal field is
+read from the payload's text by a regular expression anchored on its key (`[{,]` before the
+quote: a quoted key inside a JSON string is always escaped, so it cannot match there) and
+converted with `toDecimal64OrZero(text, 2)`. The regex finds the key at any depth, so a guard
+compares the number it found with the one the JSON parser found at the field's real place
+(the RAW column): if they differ, or the text does not fit `Decimal(12, 2)` exactly (more than 2
+decimals, 10^10 or more, not a number), the row is rejected as `bad_decimal:<field>`.
+
+Type checks read one parse of the payload (`JSONExtractKeysAndValuesRaw`, top level; its values
+are re-serialized but keep their JSON type) and reject `missing_field:<field>` (key absent) or
+`wrong_type:<field>` (present with another JSON type; `null` is accepted for strings and JSON
+objects and reads as ''). Only rows that are not deletes are checked; the key and version rules
+stay in clickhouse/rules.py (evaluated at RAW ingest).
+
+A top-level key the contract does not know is not a reason to reject (a new MongoDB field must
+not stop anything): MART ignores it, RAW keeps it in `payload`, `<mart>.schema_drift` lists it.
+"""
+
+from __future__ import annotations
+
+from clickhouse.fields import fields_for
+
+DECIMAL_TYPE = "Decimal(12, 2)"
+DECIMAL_SCALE = 2
+DECIMAL_LIMIT = "10000000000"  # 10^10: Decimal(12, 2) holds 10 integer digits
+_NUMBER = r"-?[0-9][0-9.eE+-]*"
+# Top-level keys that are not contract fields but always present (Debezium's added fields).
+META_KEYS = ("_id", "__op", "__source_ts_ms", "__deleted")
+
+# Decimal fields inside the purchase lines (`items`), read the same way from the payload text.
+ITEM_DECIMALS = ("unit_price", "line_total")
+# The purchase line's other fields and their kinds, for the type checks.
+ITEM_FIELDS = {"product_id": "string", "name": "string", "category": "string", "quantity": "int",
+               "unit_price": "decimal", "line_total": "decimal"}
+
+
+def _key_regex(key: str) -> str:
+    # A SQL string literal holding the regex; backslashes doubled for the SQL string.
+    return "'[{,]\\\\s*\"" + key + "\"\\\\s*:\\\\s*(" + _NUMBER.replace("\\", "\\\\") + ")'"
+
+
+def decimal_text(key: str, source: str = "payload") -> str:
+    """The first number written under `key` in the JSON text, as text ('' when none)."""
+    return f"extract({source}, {_key_regex(key)})"
+
+
+def decimal_texts(key: str, source: str = "payload") -> str:
+    """Every number written under `key` in the JSON text, in document order."""
+    return f"extractAll({source}, {_key_regex(key)})"
+
+
+def exact_decimal(text: str) -> str:
+    """Text -> Decimal, never through a float; 0 where the text is not a decimal (rejected)."""
+    return f"toDecimal64OrZero({text}, {DECIMAL_SCALE})"
+
+
+def decimal_fits(text: str) -> str:
+    """True when `text` is a JSON number that Decimal(12, 2) holds exactly."""
+    wide = f"toDecimal128OrNull({text}, 8)"
+    return (f"(match({text}, '^{_NUMBER.replace(chr(92), chr(92) * 2)}$') "
+            f"AND isNotNull(toDecimal128OrNull({text}, {DECIMAL_SCALE})) "
+            f"AND ifNull({wide} = toDecimal128OrNull({text}, {DECIMAL_SCALE}), 0) "
+            f"AND ifNull(abs({wide}) < {DECIMAL_LIMIT}, 0))")
+
+
+def _type_ok(kind: str, raw: str) -> str:
+    """Condition over the re-serialized raw value `raw` (never '')."""
+    if kind == "string":
+        return f"(startsWith({raw}, '\"') OR {raw} = 'null')"
+    if kind == "json":
+        return f"(startsWith({raw}, '{{') OR startsWith({raw}, '[') OR {raw} = 'null')"
+    if kind == "int":
+        return f"isNotNull(toInt64OrNull({raw}))"
+    # float and decimal: a JSON number
+    return f"isNotNull(toFloat64OrNull({raw}))"
+
+
+def contract_rules_sql(entity: str, business_key: str, kv: str = "kv") -> str:
+    """An Array(String) expression of the contract rules a RAW row breaks (empty when clean).
+    `kv` is the payload's top level as Map(String, String) (see `kv_sql`); the RAW columns
+    (`price`, `total`, `items`, `deleted`) are in scope."""
+    checks: list[tuple[str, str]] = []
+    top: dict[str, str] = {}
+    for f in fields_for(entity, business_key):
+        if f.column == business_key:
+            continue  # missing_business_key (rules.py) covers it; its value falls back to _id
+        top.setdefault(f.path[0], "json" if len(f.path) > 1 else f.kind)
+    for key, kind in top.items():
+        raw = f"{kv}['{key}']"
+        checks.append((f"missing_field:{key}", f"NOT mapContains({kv}, '{key}')"))
+        checks.append((f"wrong_type:{key}", f"mapContains({kv}, '{key}') AND NOT {_type_ok(kind, raw)}"))
+        if kind == "decimal":
+            text = decimal_text(key)
+            checks.append((f"bad_decimal:{key}",
+                           f"mapContains({kv}, '{key}') AND NOT ({decimal_fits(text)} "
+                           f"AND toFloat64OrNull({text}) = toFloat64OrNull({raw}))"))
+    if entity == "purchases":
+        lines = f"arrayMap(x -> CAST(JSONExtractKeysAndValuesRaw(x) AS Map(String, String)), " \
+                f"JSONExtractArrayRaw({kv}['items']))"
+        for key, kind in ITEM_FIELDS.items():
+            ok = _type_ok(kind, "m['" + key + "']")
+            checks.append((f"wrong_type:items.{key}",
+                           f"arrayExists(m -> NOT (mapContains(m, '{key}') AND {ok}), {lines})"))
+        for key in ITEM_DECIMALS:
+            texts = decimal_texts(key)
+            checks.append((f"bad_decimal:items.{key}",
+                           f"NOT (length({texts}) = length({lines}) "
+                           f"AND arrayAll(t -> {decimal_fits('t')}, {texts}) "
+                           f"AND arrayAll((t, m) -> toFloat64OrNull(t) = toFloat64OrNull(m['{key}']), "
+                           f"{texts}, {lines}))"))
+    parts = ", ".join(f"if(bitAnd(deleted = 0, {cond}), '{name}', '')" for name, cond in checks)
+    return f"arrayFilter(r -> r != '', [{parts}])"
+
+
+def kv_sql(source: str = "payload") -> str:
+    """The payload's top level as Map(String, String) of raw (re-serialized) values: one parse."""
+    return f"CAST(JSONExtractKeysAndValuesRaw({source}) AS Map(String, String))"
+
+
+def known_keys(entity: str, business_key: str) -> list[str]:
+    """Top-level payload keys the contract knows (the rest is schema drift)."""
+    keys = [f.path[0] for f in fields_for(entity, business_key)]
+    return list(dict.fromkeys([*keys, *META_KEYS]))
