@@ -48,7 +48,7 @@ def test_checksum_is_of_the_file_so_a_config_change_is_not_an_edit(pipeline: Pip
     a = render_migrations(pipeline, "one:9092")
     b = render_migrations(pipeline, "two:9092")
     assert [m.checksum for m in a] == [m.checksum for m in b]
-    ingest = [i for i, m in enumerate(a) if m.name == "006_kafka_ingest"][0]
+    ingest = next(i for i, m in enumerate(a) if m.name == "006_kafka_ingest")
     assert a[ingest].sql != b[ingest].sql
 
 
