@@ -33,6 +33,8 @@ _NUMBER = r"-?[0-9][0-9.eE+-]*"
 # Top-level keys that are not contract fields but always present (Debezium's added fields).
 META_KEYS = ("_id", "__op", "__source_ts_ms", "__deleted")
 
+# JSON fields that hold a list (the other "json" fields hold an object).
+ARRAY_FIELDS = ("items",)
 # Decimal fields inside the purchase lines (`items`), read the same way from the payload text.
 ITEM_DECIMALS = ("unit_price", "line_total")
 # The purchase line's other fields and their kinds, for the type checks.
@@ -69,12 +71,20 @@ def decimal_fits(text: str) -> str:
             f"AND ifNull(abs({wide}) < {DECIMAL_LIMIT}, 0))")
 
 
+def _same_number(text: str, raw: str) -> str:
+    """The number the regex found equals the one the JSON parser found (`raw`, re-serialized from
+    a double), compared as decimals (ClickHouse's float parser misreads '1.15e2' as 114.99...)."""
+    return f"ifNull(toDecimal128OrNull({text}, 8) = toDecimal128OrNull({raw}, 8), 0)"
+
+
 def _type_ok(kind: str, raw: str) -> str:
     """Condition over the re-serialized raw value `raw` (never '')."""
     if kind == "string":
         return f"(startsWith({raw}, '\"') OR {raw} = 'null')"
+    if kind == "array":
+        return f"startsWith({raw}, '[')"
     if kind == "json":
-        return f"(startsWith({raw}, '{{') OR startsWith({raw}, '[') OR {raw} = 'null')"
+        return f"(startsWith({raw}, '{{') OR {raw} = 'null')"
     if kind == "int":
         return f"isNotNull(toInt64OrNull({raw}))"
     # float and decimal: a JSON number
@@ -90,7 +100,8 @@ def contract_rules_sql(entity: str, business_key: str, kv: str = "kv") -> str:
     for f in fields_for(entity, business_key):
         if f.column == business_key:
             continue  # missing_business_key (rules.py) covers it; its value falls back to _id
-        top.setdefault(f.path[0], "json" if len(f.path) > 1 else f.kind)
+        kind = "array" if f.column in ARRAY_FIELDS else f.kind
+        top.setdefault(f.path[0], "json" if len(f.path) > 1 else kind)
     for key, kind in top.items():
         raw = f"{kv}['{key}']"
         checks.append((f"missing_field:{key}", f"NOT mapContains({kv}, '{key}')"))
@@ -99,7 +110,7 @@ def contract_rules_sql(entity: str, business_key: str, kv: str = "kv") -> str:
             text = decimal_text(key)
             checks.append((f"bad_decimal:{key}",
                            f"mapContains({kv}, '{key}') AND NOT ({decimal_fits(text)} "
-                           f"AND toFloat64OrNull({text}) = toFloat64OrNull({raw}))"))
+                           f"AND {_same_number(text, raw)})"))
     if entity == "purchases":
         lines = f"arrayMap(x -> CAST(JSONExtractKeysAndValuesRaw(x) AS Map(String, String)), " \
                 f"JSONExtractArrayRaw({kv}['items']))"
@@ -109,10 +120,11 @@ def contract_rules_sql(entity: str, business_key: str, kv: str = "kv") -> str:
                            f"arrayExists(m -> NOT (mapContains(m, '{key}') AND {ok}), {lines})"))
         for key in ITEM_DECIMALS:
             texts = decimal_texts(key)
+            same = _same_number("t", "m['" + key + "']")
             checks.append((f"bad_decimal:items.{key}",
                            f"NOT (length({texts}) = length({lines}) "
                            f"AND arrayAll(t -> {decimal_fits('t')}, {texts}) "
-                           f"AND arrayAll((t, m) -> toFloat64OrNull(t) = toFloat64OrNull(m['{key}']), "
+                           f"AND arrayAll((t, m) -> {same}, "
                            f"{texts}, {lines}))"))
     parts = ", ".join(f"if(bitAnd(deleted = 0, {cond}), '{name}', '')" for name, cond in checks)
     return f"arrayFilter(r -> r != '', [{parts}])"
