@@ -8,15 +8,16 @@ Why the text: ClickHouse's JSON functions parse every number into a double, and 
 read from the payload's text by a regular expression anchored on its key (`[{,]` before the
 quote: a quoted key inside a JSON string is always escaped, so it cannot match there) and
 converted with `toDecimal64OrZero(text, 2)`. The regex finds the key at any depth, so a guard
-compares the number it found with the one the JSON parser found at the field's real place
-(the RAW column): if they differ, or the text does not fit `Decimal(12, 2)` exactly (more than 2
+compares (as decimals) the number it found with the one the JSON parser found at the field's
+real place: if they differ, or the text does not fit `Decimal(12, 2)` exactly (more than 2
 decimals, 10^10 or more, not a number), the row is rejected as `bad_decimal:<field>`.
 
 Type checks read one parse of the payload (`JSONExtractKeysAndValuesRaw`, top level; its values
 are re-serialized but keep their JSON type) and reject `missing_field:<field>` (key absent) or
 `wrong_type:<field>` (present with another JSON type; `null` is accepted for strings and JSON
-objects and reads as ''). Only rows that are not deletes are checked; the key and version rules
-stay in clickhouse/rules.py (evaluated at RAW ingest).
+objects and reads as ''). Only rows that are not deletes are checked. Migration 008 adds these
+rules to RAW's `broken_rules`, next to the rules of clickhouse/rules.py (key, version, values),
+so they are evaluated once per row at RAW ingest.
 
 A top-level key the contract does not know is not a reason to reject (a new MongoDB field must
 not stop anything): MART ignores it, RAW keeps it in `payload`, `<mart>.schema_drift` lists it.
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 from clickhouse.fields import fields_for
 
-DECIMAL_TYPE = "Decimal(12, 2)"
 DECIMAL_SCALE = 2
 DECIMAL_LIMIT = "10000000000"  # 10^10: Decimal(12, 2) holds 10 integer digits
 _NUMBER = r"-?[0-9][0-9.eE+-]*"
