@@ -62,13 +62,31 @@ def exact_decimal(text: str) -> str:
     return f"toDecimal64OrZero({text}, {DECIMAL_SCALE})"
 
 
+def _and(*conds: str) -> str:
+    """All of `conds`, every one evaluated: ClickHouse's AND and OR skip their later arguments
+    (short-circuit), which makes it compute a shared subexpression (the parsed payload, the
+    purchase lines) once per use instead of once per block (measured: the purchases contract
+    4-5x slower with AND; see rules.py for the same effect)."""
+    out = conds[-1]
+    for c in reversed(conds[:-1]):
+        out = f"bitAnd({c}, {out})"
+    return out
+
+
+def _or(*conds: str) -> str:
+    out = conds[-1]
+    for c in reversed(conds[:-1]):
+        out = f"bitOr({c}, {out})"
+    return out
+
+
 def decimal_fits(text: str) -> str:
     """True when `text` is a JSON number that Decimal(12, 2) holds exactly."""
     wide = f"toDecimal128OrNull({text}, 8)"
-    return (f"(match({text}, '^{_NUMBER.replace(chr(92), chr(92) * 2)}$') "
-            f"AND isNotNull(toDecimal128OrNull({text}, {DECIMAL_SCALE})) "
-            f"AND ifNull({wide} = toDecimal128OrNull({text}, {DECIMAL_SCALE}), 0) "
-            f"AND ifNull(abs({wide}) < {DECIMAL_LIMIT}, 0))")
+    return _and(f"match({text}, '^{_NUMBER.replace(chr(92), chr(92) * 2)}$')",
+                f"isNotNull(toDecimal128OrNull({text}, {DECIMAL_SCALE}))",
+                f"ifNull({wide} = toDecimal128OrNull({text}, {DECIMAL_SCALE}), 0)",
+                f"ifNull(abs({wide}) < {DECIMAL_LIMIT}, 0)")
 
 
 def _same_number(text: str, raw: str) -> str:
@@ -80,11 +98,11 @@ def _same_number(text: str, raw: str) -> str:
 def _type_ok(kind: str, raw: str) -> str:
     """Condition over the re-serialized raw value `raw` (never '')."""
     if kind == "string":
-        return f"(startsWith({raw}, '\"') OR {raw} = 'null')"
+        return _or(f"startsWith({raw}, '\"')", f"{raw} = 'null'")
     if kind == "array":
         return f"startsWith({raw}, '[')"
     if kind == "json":
-        return f"(startsWith({raw}, '{{') OR {raw} = 'null')"
+        return _or(f"startsWith({raw}, '{{')", f"{raw} = 'null'")
     if kind == "int":
         return f"isNotNull(toInt64OrNull({raw}))"
     # float and decimal: a JSON number
@@ -105,27 +123,26 @@ def contract_rules_sql(entity: str, business_key: str, kv: str = "kv") -> str:
     for key, kind in top.items():
         raw = f"{kv}['{key}']"
         checks.append((f"missing_field:{key}", f"NOT mapContains({kv}, '{key}')"))
-        checks.append((f"wrong_type:{key}", f"mapContains({kv}, '{key}') AND NOT {_type_ok(kind, raw)}"))
+        checks.append((f"wrong_type:{key}", _and(f"mapContains({kv}, '{key}')", f"NOT {_type_ok(kind, raw)}")))
         if kind == "decimal":
             text = decimal_text(key)
-            checks.append((f"bad_decimal:{key}",
-                           f"mapContains({kv}, '{key}') AND NOT ({decimal_fits(text)} "
-                           f"AND {_same_number(text, raw)})"))
+            checks.append((f"bad_decimal:{key}", _and(f"mapContains({kv}, '{key}')",
+                                                      f"NOT {_and(decimal_fits(text), _same_number(text, raw))}")))
     if entity == "purchases":
         lines = f"arrayMap(x -> CAST(JSONExtractKeysAndValuesRaw(x) AS Map(String, String)), " \
                 f"JSONExtractArrayRaw({kv}['items']))"
         for key, kind in ITEM_FIELDS.items():
             ok = _type_ok(kind, "m['" + key + "']")
             checks.append((f"wrong_type:items.{key}",
-                           f"arrayExists(m -> NOT (mapContains(m, '{key}') AND {ok}), {lines})"))
+                           f"arrayExists(m -> NOT {_and(f'mapContains(m, {chr(39)}{key}{chr(39)})', ok)}, {lines})"))
         for key in ITEM_DECIMALS:
             texts = decimal_texts(key)
             same = _same_number("t", "m['" + key + "']")
-            checks.append((f"bad_decimal:items.{key}",
-                           f"NOT (length({texts}) = length({lines}) "
-                           f"AND arrayAll(t -> {decimal_fits('t')}, {texts}) "
-                           f"AND arrayAll((t, m) -> {same}, "
-                           f"{texts}, {lines}))"))
+            checks.append((f"bad_decimal:items.{key}", "NOT " + _and(
+                f"length({texts}) = length({lines})",
+                f"arrayAll(t -> {decimal_fits('t')}, {texts})",
+                # arrayAll over two arrays needs equal lengths: compare the shorter prefix
+                f"arrayAll((t, m) -> {same}, arrayResize({texts}, length({lines})), {lines})")))
     parts = ", ".join(f"if(bitAnd(deleted = 0, {cond}), '{name}', '')" for name, cond in checks)
     return f"arrayFilter(r -> r != '', [{parts}])"
 
