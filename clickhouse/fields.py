@@ -18,6 +18,8 @@ _KINDS = {
     "string": ("String", "JSONExtractString"),
     "int": ("Int64", "JSONExtractInt"),
     "float": ("Float64", "JSONExtractFloat"),
+    # Money: RAW keeps a Float64 for convenience; MART reads the exact text (clickhouse/contract.py).
+    "decimal": ("Float64", "JSONExtractFloat"),
     "json": ("String", "JSONExtractRaw"),  # nested objects and arrays kept as JSON text
 }
 
@@ -85,7 +87,7 @@ ENTITY_FIELDS: dict[str, list[Field]] = {
         _f("manager", pii=True), _f("created_at", "int"),
     ],
     "products": [
-        _f("name"), _f("category"), _f("price", "float"), _f("unit"), _f("manufacturer"),
+        _f("name"), _f("category"), _f("price", "decimal"), _f("unit"), _f("manufacturer"),
         _f("shelf_life_days", "int"), _f("nutrition", "json"), _f("updated_at", "int"),
     ],
     "customers": [
@@ -99,7 +101,7 @@ ENTITY_FIELDS: dict[str, list[Field]] = {
         _f("customer_email_bidx", path=("customer", "email_bidx")),
         _f("customer_phone", pii=True, path=("customer", "phone")),
         _f("customer_phone_bidx", path=("customer", "phone_bidx")),
-        _f("items", "json"), _f("total", "float"), _f("payment_method"), _f("status"),
+        _f("items", "json"), _f("total", "decimal"), _f("payment_method"), _f("status"),
         _f("purchased_at", "int"), _f("updated_at", "int"),
     ],
 }

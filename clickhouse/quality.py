@@ -7,7 +7,8 @@ from fresh.pipeline import PipelineConfig
 
 
 def layer_counts(backend: Backend, cfg: PipelineConfig) -> list[Row]:
-    """Per entity: RAW rows, MART rows (all versions and current), rejects and broken messages."""
+    """Per entity: RAW rows, MART rows (all versions and current), rejects (one per broken rule),
+    rejected messages, broken messages and unexpected payload fields (schema drift, rows kept)."""
     raw, mart = cfg.clickhouse.raw_database, cfg.clickhouse.mart_database
     rows = []
     for e in cfg.entities.values():
@@ -16,6 +17,9 @@ def layer_counts(backend: Backend, cfg: PipelineConfig) -> list[Row]:
             f"(SELECT count() FROM {mart}.{e.name}) AS mart_versions, "
             f"(SELECT count() FROM {mart}.{e.name} FINAL) AS mart_current, "
             f"(SELECT count() FROM {mart}.rejects WHERE entity = '{e.name}') AS rejects, "
+            f"(SELECT uniqExact(_topic, _partition, _offset) FROM {mart}.rejects WHERE entity = '{e.name}') "
+            f"AS rejected_messages, "
+            f"(SELECT count() FROM {mart}.schema_drift WHERE entity = '{e.name}') AS drift_fields, "
             f"(SELECT count() FROM {raw}.kafka_errors WHERE entity = '{e.name}') AS errors"
         )[0]
         rows.append({"entity": e.name, **{k: int(v) for k, v in r.items()}})

@@ -15,6 +15,7 @@ from typing import Any
 
 import jinja2
 
+from clickhouse import contract
 from clickhouse.fields import fields_for, payload_tuple_type
 from clickhouse.rules import ITEMS_PARSED, rules_array_sql
 from clickhouse.statements import split_statements
@@ -74,6 +75,8 @@ def entity_context(cfg: PipelineConfig) -> list[dict[str, Any]]:
             "payload_type": payload_tuple_type(fields),
             "rules_sql": rules_array_sql(e.name, e.business_key),
             "non_pii_columns": [f.column for f in fields if not f.pii] + meta,
+            "contract_sql": contract.contract_rules_sql(e.name, e.business_key),
+            "known_keys": contract.known_keys(e.name, e.business_key),
         })
     return out
 
@@ -99,6 +102,10 @@ def render_migrations(
         "ent": {e["name"]: e for e in entities},
         "items_parsed": ITEMS_PARSED,
         "kafka": tuning or KafkaTuning(),
+        "kv_sql": contract.kv_sql(),
+        "exact_decimal": contract.exact_decimal,
+        "decimal_text": contract.decimal_text,
+        "decimal_texts": contract.decimal_texts,
         "reader_role": reader_role(cfg),
         "dashboard_user": dashboard_user(cfg),
         "dashboard_password_sha256": dashboard_password_sha256,

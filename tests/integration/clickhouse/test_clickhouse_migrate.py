@@ -57,16 +57,16 @@ def test_failure_names_file_and_statement_and_is_not_recorded(
     cfg = migrated_config
     broken = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, broken)
-    (broken / "008_broken.sql.j2").write_text(
+    (broken / "099_broken.sql.j2").write_text(
         "CREATE TABLE IF NOT EXISTS {{ raw_db }}.before_failure (x UInt8) ENGINE = Memory;\n"
         "SELECT * FROM {{ raw_db }}.no_such_table;\n"
         "CREATE TABLE IF NOT EXISTS {{ raw_db }}.after_failure (x UInt8) ENGINE = Memory;\n"
     )
     migrations = render_migrations(cfg, settings.kafka_bootstrap, directory=broken)
-    with pytest.raises(MigrationError, match=r"008_broken\.sql\.j2: statement 2 of 3"):
+    with pytest.raises(MigrationError, match=r"099_broken\.sql\.j2: statement 2 of 3"):
         migrate(chdb_backend, migrations, cfg.clickhouse.raw_database)
     tables = {r["name"] for r in chdb_backend.query(
         f"SELECT name FROM system.tables WHERE database = '{cfg.clickhouse.raw_database}'")}
     assert "before_failure" in tables and "after_failure" not in tables
     statuses = {r.name: r.status for r in plan(chdb_backend, migrations, cfg.clickhouse.raw_database)}
-    assert statuses["008_broken"] == "pending"
+    assert statuses["099_broken"] == "pending"
