@@ -16,6 +16,7 @@ from connectors.apply import apply as apply_connectors
 from connectors.apply import delete_connector, ensure_local_secret, wait_for_state
 from connectors.connect_api import ConnectApi
 from connectors.diff import DriftError, diff_config
+from connectors.register import live_configs, register
 from connectors.render import Rendered, render, to_json, write_folder
 from fresh.output import OUTPUT_OPTION, print_rows
 from fresh.pipeline import load_pipeline_config
@@ -43,10 +44,6 @@ def _render(
 
 def _api(settings: Settings) -> ConnectApi:
     return ConnectApi.from_settings(settings)
-
-
-def _live_configs(api: ConnectApi) -> dict[str, dict[str, str]]:
-    return {name: entry.get("info", {}).get("config", {}) for name, entry in api.list_with_status().items()}
 
 
 @click.group()
@@ -101,7 +98,7 @@ def lint_cmd(settings: Settings, environment: str | None, values_files: tuple[Pa
       freshctl connectors lint -e local --allow offset-reset
     """
     rendered = _render(settings, environment, values_files, only)
-    live = {} if offline else _live_configs(_api(settings))
+    live = {} if offline else live_configs(_api(settings))
     findings = lint_mod.lint({c.name: c.config for c in rendered.connectors}, live, allow)
     print_rows([f.row() for f in findings], output, ["rule", "severity", "connector", "key", "message"])
     lint_mod.raise_on_errors(findings)
@@ -210,22 +207,8 @@ def register_cmd(settings: Settings, environment: str | None, values_files: tupl
       scripts/register_connectors -e prod --dry-run
     """
     rendered = _render(settings, environment, values_files, only)
-    api = _api(settings)
-    click.echo(f"rendered {len(rendered.connectors)} connector(s) for {rendered.environment}", err=True)
-    findings = lint_mod.lint({c.name: c.config for c in rendered.connectors}, _live_configs(api), allow)
-    for f in findings:
-        click.echo(f"lint {f.severity}: {f.connector} {f.key}: [{f.rule}] {f.message}", err=True)
-    lint_mod.raise_on_errors(findings)
-    errors = []
-    for connector in rendered.connectors:
-        ensure_local_secret(connector, settings)  # the worker's secret file, not a Connect change
-        errors.extend(validate_mod.validate_config(api, connector.name, connector.config))
-    for e in errors:
-        click.echo(f"invalid: {e.connector} {e.field}: {e.error}", err=True)
-    validate_mod.raise_on_errors(errors)
-    click.echo("lint and validate passed; applying", err=True)
-    results = apply_connectors(api, rendered, settings, dry_run=dry_run, prune=prune, wait=not no_wait,
-                               timeout_s=timeout_s)
+    results = register(_api(settings), rendered, settings, allow=allow, dry_run=dry_run, prune=prune,
+                       wait=not no_wait, timeout_s=timeout_s, progress=lambda line: click.echo(line, err=True))
     print_rows([r.row() for r in results], output)
 
 

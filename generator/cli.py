@@ -7,15 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pymongo import MongoClient
 
 from fresh.output import OUTPUT_OPTION, print_rows
 from fresh.pipeline import load_pipeline_config
 from fresh.settings import Settings
-from generator.changes import KINDS, ChangeRunner, planned_counts
-from generator.domain import Domain, Plan
-from generator.mongo import connect, database
-from generator.seed import ENTITIES, JsonlSink, MongoSink, Sink, check_config, seed
+from generator.changes import KINDS, planned_counts, run_changes
+from generator.domain import Plan
+from generator.seed import ENTITIES, check_config, seed_database, seed_targets
 
 
 @click.command("seed")
@@ -70,43 +68,25 @@ def seed_command(settings: Settings, seed_value: int, scale: int, locale: str, b
             click.echo(f"dry run: would perform {changes} changes on {db_name} at {rate:g}/s", err=True)
             print_rows(rows, output)
             return
-        domain = Domain(plan)
-        change_client = connect(settings)
-        try:
-            runner = ChangeRunner(database(change_client, config, db_name), config, domain)
-            with click.progressbar(length=changes, label="changes", file=sys.stderr) as bar:
-                changed = runner.run(changes, rate, progress=lambda _kind: bar.update(1))
-        finally:
-            change_client.close()
+        with click.progressbar(length=changes, label="changes", file=sys.stderr) as bar:
+            changed = run_changes(settings, config, plan, changes, rate, database_name=db_name,
+                                  progress=lambda _kind: bar.update(1))
         print_rows([{"kind": k, "operations": changed.counts[k]} for k in KINDS], output)
         click.echo(f"{sum(changed.counts.values())} changes in {changed.seconds:.1f}s ({changed.rate:.1f}/s)",
                    err=True)
         return
 
     counts = plan.counts
-    targets = ([] if no_mongo else [f"mongodb database {db_name}"]) + ([f"{export_dir}/"] if export_dir else [])
+    targets = seed_targets(db_name, export_dir, not no_mongo)
     if dry_run:
         click.echo(f"dry run: would write to {', '.join(targets)}", err=True)
         print_rows([{"entity": e, "collection": config.entity(e).collection, "documents": counts[e]}
                     for e in ENTITIES], output)
         return
-
-    domain = Domain(plan)
-    sinks: list[Sink] = []
-    client: MongoClient[dict[str, Any]] | None = None
-    try:
-        if not no_mongo:
-            client = connect(settings)
-            mongo = MongoSink(database(client, config, db_name), config, workers=workers)
-            mongo.ensure_indexes()
-            sinks.append(mongo)
-        if export_dir:
-            sinks.append(JsonlSink(export_dir, config))
-        with click.progressbar(length=sum(counts.values()), label="seeding", file=sys.stderr) as bar:
-            report = seed(domain, sinks, batch_size=batch_size, progress=lambda _e, n: bar.update(n))
-    finally:
-        if client is not None:
-            client.close()
+    with click.progressbar(length=sum(counts.values()), label="seeding", file=sys.stderr) as bar:
+        report = seed_database(settings, config, plan, database_name=db_name, export_dir=export_dir,
+                               to_mongo=not no_mongo, batch_size=batch_size, workers=workers,
+                               progress=lambda _e, n: bar.update(n))
     print_rows([{"entity": e, "collection": config.entity(e).collection, "documents": report.counts[e]}
                 for e in ENTITIES], output)
     total = sum(report.counts.values())

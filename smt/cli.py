@@ -17,7 +17,8 @@ from fresh.pipeline import load_pipeline_config
 from fresh.settings import Settings
 from smt.envelope import decrypt
 from smt.keyring import KeyringSource
-from smt.processor import DLQ_COLLECTION, Processor, ProcessorOptions, ensure_topics, topic_mapping
+from smt.processor import DLQ_COLLECTION, topic_mapping
+from smt.service import build_processor, run_processor
 from smt.transform import compile_rules, decrypt_record
 
 log = logging.getLogger(__name__)
@@ -147,13 +148,9 @@ def secure_run(settings: Settings, instance_id: str | None, batch_size: int, idl
       freshctl secure run --dry-run
     """
     cfg = load_pipeline_config(settings.pipeline_config)
-    opts = ProcessorOptions(bootstrap=settings.kafka_bootstrap, batch_size=batch_size,
-                            counters_interval_s=counters_interval)
-    if instance_id:
-        opts.instance_id = instance_id
-    if transform_threads:
-        opts.transform_threads = transform_threads
-    processor = Processor(cfg, KeyringSource.from_settings(settings), opts)  # refuses a topic without policy
+    processor = build_processor(settings, cfg, instance_id=instance_id, batch_size=batch_size,
+                                counters_interval_s=counters_interval, transform_threads=transform_threads)
+    opts = processor.options
     if dry_run:
         rows = [{"cdc_topic": c, "secure_topic": s} for c, s in topic_mapping(cfg).items()]
         rows.append({"cdc_topic": "(dlq)", "secure_topic": cfg.kafka.dlq_topic})
@@ -162,9 +159,6 @@ def secure_run(settings: Settings, instance_id: str | None, batch_size: int, idl
                    f"active_key={processor.keyring.active.id} transform={processor.transform_kind} "
                    f"transform_threads={opts.transform_threads}", err=True)
         return
-    created = ensure_topics(cfg, settings.kafka_bootstrap)
-    if created:
-        log.info("created topics %s", ",".join(created))
     stop = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:
@@ -173,7 +167,7 @@ def secure_run(settings: Settings, instance_id: str | None, batch_size: int, idl
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    counters = processor.run(stop, idle_exit_s=idle_exit)
+    counters = run_processor(settings, cfg, processor, stop, idle_exit_s=idle_exit)
     click.echo(counters.line(), err=True)
 
 

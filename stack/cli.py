@@ -7,6 +7,7 @@ import click
 from fresh.output import OUTPUT_OPTION, print_rows
 from fresh.settings import Settings
 from stack.services import LocalStack
+from stack.supervisor import SUPERVISED
 
 
 @click.group()
@@ -40,7 +41,8 @@ def up(settings: Settings, services: tuple[str, ...]) -> None:
 
 
 @stack.command()
-@click.option("--wipe", is_flag=True, help="Also delete the stack's data (Kafka logs, configs); keeps jars.")
+@click.option("--wipe", is_flag=True,
+              help="Also delete the stack's data (Kafka logs, configs, the chdb folder); keeps jars and the keyring.")
 @click.option("--dry-run", is_flag=True, help="Show what would be stopped, stop nothing.")
 @click.pass_obj
 def down(settings: Settings, wipe: bool, dry_run: bool) -> None:
@@ -53,7 +55,7 @@ def down(settings: Settings, wipe: bool, dry_run: bool) -> None:
     """
     local = LocalStack(settings)
     if dry_run:
-        running = [n for n in local.services if local.pid_of(n)]
+        running = [n for n in [*local.supervised, *local.services] if local.pid_of(n)]
         click.echo(f"would stop: {', '.join(running) or 'nothing'}" + (" and wipe data" if wipe else ""))
         return
     stopped = local.down(wipe=wipe)
@@ -75,7 +77,7 @@ def status(settings: Settings, output: str) -> None:
 
 
 @stack.command()
-@click.argument("service", type=click.Choice(["kafka", "connect", "mongo"]))
+@click.argument("service", type=click.Choice(["kafka", "connect", "mongo", *SUPERVISED]))
 @click.option("-n", "--lines", default=50, show_default=True, help="How many lines to show.")
 @click.pass_obj
 def logs(settings: Settings, service: str, lines: int) -> None:
@@ -85,5 +87,6 @@ def logs(settings: Settings, service: str, lines: int) -> None:
     Examples:
       freshctl stack logs kafka
       freshctl stack logs connect -n 200
+      freshctl stack logs processor    # the PII processor `freshctl up` supervises
     """
     click.echo(LocalStack(settings).tail(service, lines))
