@@ -16,6 +16,7 @@ from fresh.settings import Settings, load_settings
 from generator.cli import seed_command
 from smt.cli import keys, secure
 from stack.cli import stack
+from stack.pipeline_cli import down_command, status_command, up_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,7 +30,9 @@ def freshctl(ctx: click.Context, log_level: str) -> None:
 
     \b
     Examples:
-      freshctl stack up             # start the native local stack
+      freshctl up                   # the whole local pipeline, seeded and checked
+      freshctl status               # every stage's health and lag
+      freshctl stack up             # only the native local stack
       freshctl config topics        # the topic names every part agrees on
     """
     configure_logging(log_level)
@@ -86,6 +89,10 @@ freshctl.add_command(secure)
 freshctl.add_command(connectors)
 freshctl.add_command(seed_command)
 freshctl.add_command(clickhouse)
+# The whole local pipeline (issue 13): up, status, down.
+freshctl.add_command(up_command)
+freshctl.add_command(status_command)
+freshctl.add_command(down_command)
 
 
 def main() -> None:
