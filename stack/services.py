@@ -416,7 +416,7 @@ class LocalStack:
 
             # The pipeline's state goes together: a fresh broker's offsets start at 0, so old RAW rows must go too.
             chdb = self.settings.chdb_path
-            for folder in (self.data_dir, self.run_dir, self.plugin_dir, self.conf_dir, chdb):
+            for folder in (self.data_dir, self.run_dir, self.plugin_dir, self.conf_dir, self.home / "secrets", chdb):
                 shutil.rmtree(folder, ignore_errors=True)
             owner_file(chdb).unlink(missing_ok=True)
         return stopped

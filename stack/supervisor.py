@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +41,8 @@ MAX_FAST_DEATHS = 5
 STABLE_AFTER_S = 60.0
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 30.0
-_ERROR_LINE = re.compile(r"error|exception|traceback|fatal", re.IGNORECASE)
+# The worker's own error line, an uncaught exception's last line, or a JVM-style ERROR line.
+_ERROR_LINE = re.compile(r"level=(ERROR|CRITICAL)|^Traceback|^[\w.]*(Error|Exception)\b|\bERROR\b|^error:")
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -140,7 +142,17 @@ def raise_failed(name: str, state: dict[str, Any]) -> None:
 # ---- the supervisor process ------------------------------------------------------------------
 
 
-def supervise(name: str, cmd: list[str], state_path: Path, log_path: Path) -> int:
+@dataclass(frozen=True)
+class RestartPolicy:
+    max_fast_deaths: int = MAX_FAST_DEATHS
+    stable_after_s: float = STABLE_AFTER_S
+    first_backoff_s: float = FIRST_BACKOFF_S
+    max_backoff_s: float = MAX_BACKOFF_S
+
+
+def supervise(name: str, cmd: list[str], state_path: Path, log_path: Path,
+              policy: RestartPolicy = RestartPolicy()) -> int:
+    """Run `cmd` until SIGTERM/SIGINT, restarting it as `policy` says; the exit code is 1 when it gave up."""
     stopping = threading.Event()
     current: list[subprocess.Popen[bytes]] = []
 
@@ -150,10 +162,18 @@ def supervise(name: str, cmd: list[str], state_path: Path, log_path: Path) -> in
             with contextlib.suppress(ProcessLookupError):
                 child.send_signal(signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return _supervise(name, cmd, state_path, log_path, policy, stopping, current)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _supervise(name: str, cmd: list[str], state_path: Path, log_path: Path, policy: RestartPolicy,
+               stopping: threading.Event, current: list[subprocess.Popen[bytes]]) -> int:
     restarts = fast_deaths = 0
-    backoff = FIRST_BACKOFF_S
+    backoff = policy.first_backoff_s
     last_error = ""
 
     def state(kind: str, pid: int | None = None, started_at: float | None = None) -> None:
@@ -172,12 +192,16 @@ def supervise(name: str, cmd: list[str], state_path: Path, log_path: Path) -> in
             state("finished")
             return 0
         ran = time.time() - started
-        last_error = last_error_line(log_path) or f"exited with code {rc}"
-        if ran >= STABLE_AFTER_S:
-            fast_deaths, backoff = 0, FIRST_BACKOFF_S
+        when = time.strftime("%H:%M:%S")
+        if rc < 0:
+            last_error = f"{when} killed by {signal.Signals(-rc).name}"
+        else:
+            last_error = f"{when} exited with code {rc}: {last_error_line(log_path) or 'no error line in its log'}"
+        if ran >= policy.stable_after_s:
+            fast_deaths, backoff = 0, policy.first_backoff_s
         fast_deaths += 1
-        if fast_deaths >= MAX_FAST_DEATHS:
-            last_error = (f"{last_error} (died {fast_deaths} times in a row, each within {STABLE_AFTER_S:.0f}s "
+        if fast_deaths >= policy.max_fast_deaths:
+            last_error = (f"{last_error} (died {fast_deaths} times in a row, each within {policy.stable_after_s:.0f}s "
                           "of starting; not restarted: fix the cause, then run `freshctl up`)")
             print(f"supervisor: {name} gave up: {last_error}", flush=True)
             state("failed")
@@ -186,7 +210,7 @@ def supervise(name: str, cmd: list[str], state_path: Path, log_path: Path) -> in
               f"in {backoff:.0f}s", flush=True)
         state("backoff")
         stopping.wait(backoff)  # backoff pacing between restarts, not a wait for a condition
-        backoff = min(backoff * 2, MAX_BACKOFF_S)
+        backoff = min(backoff * 2, policy.max_backoff_s)
         restarts += 1
     for child in current:
         try:
