@@ -2,12 +2,11 @@
 
 Operations follow a fixed cycle (CHANGE_CYCLE), so N operations always split into the same
 counts per kind (`planned_counts`). Targets are drawn from a seeded random stream; an update or
-delete whose target is gone (deleted earlier) or already final (a purchase that is no longer
-"completed") draws another target, so every counted operation changed a document. After
-MAX_DRAWS misses the next eligible document at or after a random key is taken from MongoDB, so
-change mode runs for hours: it stops only when no eligible document is left at all. A platinum
-customer's membership lapses back to bronze (the loyalty change of a top-tier customer), so
-every customer is always a target of a loyalty change.
+delete whose target is gone (deleted earlier) or already final (a platinum customer, a purchase
+that is no longer "completed") draws another target, so every counted operation changed a
+document. After MAX_DRAWS misses the next eligible document at or after a random key is read
+from MongoDB, and once every customer is platinum a membership lapses back to the first tier, so
+change mode runs for hours: it stops only when no purchase is left to change.
 Change events carry the wall-clock time in `updated_at`: they happen now, unlike seeded history.
 """
 
@@ -164,19 +163,30 @@ class ChangeRunner:
         self._draw("a price update", attempt)
 
     def update_customer_loyalty(self) -> None:
-        def attempt() -> bool:
-            key = customer_id(self.rng.randrange(self._customer_count))
-            current = self.customers.find_one({"_id": key}, {"loyalty_status": 1})
-            if current is None:
-                return False
-            tier = current["loyalty_status"]
-            # One tier up; a platinum membership lapses back to the first tier, so there is always a target.
-            changed = LOYALTY_TIERS[(LOYALTY_TIERS.index(tier) + 1) % len(LOYALTY_TIERS)] \
-                if tier in LOYALTY_TIERS else LOYALTY_TIERS[0]
+        def upgrade(key: str, tier: str) -> bool:
+            changed = LOYALTY_TIERS[LOYALTY_TIERS.index(tier) + 1] if tier != LOYALTY_TIERS[-1] else LOYALTY_TIERS[0]
             res = self.customers.update_one({"_id": key, "loyalty_status": tier},
                                             {"$set": {"loyalty_status": changed, "updated_at": self.now()}})
             return res.modified_count == 1
-        self._draw("a loyalty change", attempt)
+
+        def attempt() -> bool:
+            key = customer_id(self.rng.randrange(self._customer_count))
+            current = self.customers.find_one({"_id": key}, {"loyalty_status": 1})
+            if current is None or current["loyalty_status"] == LOYALTY_TIERS[-1]:
+                return False
+            return upgrade(key, current["loyalty_status"])
+
+        def fallback() -> bool:
+            # Any customer below the top tier; when every one is platinum, a membership lapses to the first tier.
+            start = customer_id(self.rng.randrange(self._customer_count))
+            for condition in ({"loyalty_status": {"$ne": LOYALTY_TIERS[-1]}}, {}):
+                for bound in ({"_id": {"$gte": start}}, {}):
+                    doc = self.customers.find_one({**condition, **bound}, {"loyalty_status": 1},
+                                                  sort=[("_id", ASCENDING)])
+                    if doc is not None:
+                        return upgrade(str(doc["_id"]), doc["loyalty_status"])
+            return False
+        self._draw("a loyalty change", attempt, fallback)
 
     def update_purchase_status(self) -> None:
         def attempt() -> bool:
