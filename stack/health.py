@@ -10,6 +10,7 @@ an unhealthy row: a status command that crashes when something is down would be 
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -18,6 +19,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from clickhouse.backend import open_backend
+from clickhouse.endpoint import read_owner
 from clickhouse.quality import freshness
 from connectors.connect_api import ConnectApi
 from fresh.errors import FreshError
@@ -201,10 +203,12 @@ def dlq_row(settings: Settings, cfg: PipelineConfig) -> StageRow:
 
 
 def freshness_rows(settings: Settings, cfg: PipelineConfig, stack: LocalStack) -> list[StageRow]:
-    if settings.clickhouse_backend == "chdb" and stack.pid_of("ingest") is None:
+    if settings.clickhouse_backend == "chdb" and read_owner(settings.chdb_path) is None:
         # Opening the engine here would make this status command its consumer; report instead.
+        running = stack.pid_of("ingest") is not None
         return [StageRow("freshness", "clickhouse", False, "unknown", "",
-                         "the ingest service is not running; `freshctl up` starts it")]
+                         "the ingest service is restarting: no process owns the engine" if running
+                         else "the ingest service is not running; `freshctl up` starts it")]
     backend = open_backend(settings)
     try:
         rows = []
@@ -220,6 +224,14 @@ def freshness_rows(settings: Settings, cfg: PipelineConfig, stack: LocalStack) -
         backend.close()
 
 
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
 def pipeline_status(settings: Settings, cfg: PipelineConfig) -> list[StageRow]:
     """Every stage's row, unhealthy rows first (stable order otherwise)."""
     stack = LocalStack(settings)
@@ -231,6 +243,12 @@ def pipeline_status(settings: Settings, cfg: PipelineConfig) -> list[StageRow]:
         ("freshness", lambda: freshness_rows(settings, cfg, stack)),
     ]
     rows: list[StageRow] = []
+    host, _, port = settings.kafka_bootstrap.rpartition(":")
+    if not _reachable(host or "127.0.0.1", int(port or 9092)):
+        # Every Kafka call would wait for its timeout: say it once instead.
+        rows.append(StageRow("kafka", settings.kafka_bootstrap, False, "unreachable", "",
+                             "no broker answers; `freshctl up` starts the local stack"))
+        collectors = [c for c in collectors if c[0] not in ("lag", "dlq")]
     for stage, collect in collectors:
         try:
             rows.extend(collect())
