@@ -140,6 +140,33 @@ def summary(settings: Settings, cfg: PipelineConfig, backend: Backend) -> Summar
                    [f"{f.as_row()}" for f in findings])
 
 
+def plan_up(settings: Settings, options: UpOptions) -> list[dict[str, str]]:
+    """What `up` would do, step by step, changing nothing (`freshctl up --dry-run`)."""
+    cfg = load_pipeline_config(settings.pipeline_config)
+    stack = LocalStack(settings)
+
+    def svc(name: str) -> str:
+        return "running: reuse" if stack.pid_of(name) else "would start"
+
+    rows = [{"step": f"stack {name}", "action": svc(name)} for name in stack.services]
+    source = KeyringSource.from_settings(settings)
+    keyring = "FRESH_KEYRING_JSON: use" if not source.writable else \
+        (f"{settings.keyring_path}: use" if settings.keyring_path.exists() else f"would create {settings.keyring_path}")
+    rows.append({"step": "keyring", "action": keyring})
+    rows.append({"step": "ingest service", "action": svc("ingest")})
+    rows.append({"step": "clickhouse migrations", "action": "would apply the pending ones"})
+    rows.append({"step": f"connector {cfg.kafka.connector_name}",
+                 "action": f"would render, lint, validate and apply ({options.environment})"})
+    rows.append({"step": "processor service", "action": svc("processor")})
+    rows.append({"step": "seed", "action": f"would seed {options.seed_value} into {cfg.mongodb.database} if empty"
+                 if options.seed else "skipped (--no-seed)"})
+    rows.append({"step": "check", "action": f"would wait up to {options.timeout_s:.0f}s for MART = MongoDB"})
+    if options.changes:
+        rows.append({"step": "changes service", "action": f"{svc('changes')}: {options.changes} changes at "
+                                                          f"{options.rate:g}/s"})
+    return rows
+
+
 def up(settings: Settings, options: UpOptions, progress: Progress = lambda _line: None) -> UpResult:
     t0 = time.monotonic()
     cfg = load_pipeline_config(settings.pipeline_config)

@@ -29,10 +29,11 @@ def _progress() -> pipeline_mod.Progress:
               help="Change mode: changes per second.")
 @click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True,
               help="Seconds to wait for MART to hold what MongoDB holds.")
+@click.option("--dry-run", is_flag=True, help="Show each step and whether it would start or reuse; change nothing.")
 @OUTPUT_OPTION
 @click.pass_obj
 def up_command(settings: Settings, no_seed: bool, seed_value: int, changes: int, rate: float, timeout_s: float,
-               output: str) -> None:
+               dry_run: bool, output: str) -> None:
     """Bring the whole local pipeline up and check it: stack, keyring, ClickHouse schema, connectors,
     the PII processor and the ClickHouse ingest (supervised background services), the default
     seed, then wait until MART holds what MongoDB holds and print a summary.
@@ -44,9 +45,13 @@ def up_command(settings: Settings, no_seed: bool, seed_value: int, changes: int,
       freshctl up
       freshctl up --changes 100000 --rate 50     # keep changes flowing; watch with `freshctl status`
       freshctl up --no-seed
+      freshctl up --dry-run
     """
     opts = pipeline_mod.UpOptions(seed=not no_seed, seed_value=seed_value, changes=changes, rate=rate,
                                   timeout_s=timeout_s, environment=settings.environment)
+    if dry_run:
+        print_rows(pipeline_mod.plan_up(settings, opts), output)
+        return
     result = pipeline_mod.up(settings, opts, _progress())
     summary = result.summary
     assert summary is not None
