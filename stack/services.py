@@ -397,7 +397,8 @@ class LocalStack:
         return True
 
     def down(self, wipe: bool = False, timeout_s: float = 30.0) -> list[str]:
-        stopped = [name for name in reversed(SUPERVISED) if self.stop_service(name, timeout_s)]
+        # The ingest worker closes the embedded engine, which first stops its Kafka consumers: give it time.
+        stopped = [name for name in reversed(SUPERVISED) if self.stop_service(name, max(timeout_s, 90.0))]
         for name in reversed(list(self.services)):
             pid = self.pid_of(name)
             if pid is None:

@@ -214,7 +214,7 @@ def _supervise(name: str, cmd: list[str], state_path: Path, log_path: Path, poli
         restarts += 1
     for child in current:
         try:
-            child.wait(timeout=30)
+            child.wait(timeout=80)  # below `down`'s 90 s: the worker closes first, then the supervisor
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
