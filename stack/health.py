@@ -75,8 +75,8 @@ def service_rows(stack: LocalStack) -> list[StageRow]:
             continue  # change mode is optional: no row until `up --changes` ran it
         if pid:
             shown = str(state.get("state", "starting"))
-        else:
-            shown = "failed" if state.get("state") == "failed" else "stopped"
+        else:  # a supervisor that gave up or whose worker finished exits: its state file says which
+            shown = str(state.get("state")) if state.get("state") in ("failed", "finished") else "stopped"
         healthy = shown in ("running", "finished")
         up = _uptime(state.get("started_at")) if shown == "running" else "-"
         detail = f"pid={state.get('pid') or '-'} up={up} restarts={state.get('restarts', 0)}"

@@ -448,7 +448,7 @@ class LocalStack:
             if pid:
                 shown = str(state.get("state", "starting"))
             else:
-                shown = "failed" if state.get("state") == "failed" else "stopped"
+                shown = str(state.get("state")) if state.get("state") in ("failed", "finished") else "stopped"
             rows.append({"service": name, "state": shown, "pid": state.get("pid") if pid else None,
                          "address": service.address, "log": str(self.log_file(name))})
         rows.append({"service": "clickhouse", "state": "embedded", "pid": None,
