@@ -10,9 +10,10 @@ from collections.abc import Callable
 
 from connectors import lint as lint_mod
 from connectors import validate as validate_mod
-from connectors.apply import ApplyResult, apply, ensure_local_secret
+from connectors.apply import ApplyResult, apply, ensure_local_secret, reached
 from connectors.connect_api import ConnectApi
-from connectors.render import Rendered
+from connectors.diff import diff_config
+from connectors.render import Rendered, RenderedConnector
 from fresh.settings import Settings
 
 Progress = Callable[[str], None]
@@ -21,6 +22,12 @@ Progress = Callable[[str], None]
 def live_configs(api: ConnectApi) -> dict[str, dict[str, str]]:
     """The live config of every connector on the worker."""
     return {name: entry.get("info", {}).get("config", {}) for name, entry in api.list_with_status().items()}
+
+
+def _in_place(api: ConnectApi, connector: RenderedConnector) -> bool:
+    live = api.get_config(connector.name)
+    return live is not None and not diff_config(connector.name, connector.config, live) \
+        and reached(api, connector.name, connector.state)
 
 
 def register(
@@ -33,13 +40,20 @@ def register(
     prune: bool = False,
     wait: bool = True,
     timeout_s: float = 60.0,
+    skip_unchanged: bool = False,
     progress: Progress = lambda _line: None,
 ) -> list[ApplyResult]:
     """Lint (errors stop here), validate on the worker (errors stop here), then apply and wait.
 
-    Raises the lint or validation error after reporting each finding through `progress`.
+    Raises the lint or validation error after reporting each finding through `progress`. With
+    `skip_unchanged`, connectors that are live with exactly the rendered config and already in
+    their desired state are left alone, unvalidated (`freshctl up` run again: Debezium's
+    validation connects to MongoDB and can take a minute on a busy machine).
     """
     progress(f"rendered {len(rendered.connectors)} connector(s) for {rendered.environment}")
+    if skip_unchanged and not prune and all(_in_place(api, c) for c in rendered.connectors):
+        progress("live connectors already match the rendered configs and states")
+        return [ApplyResult(c.name, "unchanged", c.state) for c in rendered.connectors]
     findings = lint_mod.lint({c.name: c.config for c in rendered.connectors}, live_configs(api), allow)
     for f in findings:
         progress(f"lint {f.severity}: {f.connector} {f.key}: [{f.rule}] {f.message}")

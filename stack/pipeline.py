@@ -194,6 +194,7 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _line
         # Debezium's validation connects to MongoDB: on a loaded machine it outlasts the 10 s default.
         slow = settings.model_copy(update={"connect_timeout_s": max(settings.connect_timeout_s, 60.0)})
         result.connectors = register(ConnectApi.from_settings(slow), rendered, settings, timeout_s=120,
+                                     skip_unchanged=True,
                                      progress=lambda m: progress(f"connectors: {m}"))
         progress("connectors: " + ", ".join(f"{r.connector} {r.action} {r.state}" for r in result.connectors))
 
