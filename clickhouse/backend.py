@@ -3,6 +3,10 @@
 - `ChdbBackend`: the embedded engine (chdb) with a persistent session at `Settings.chdb_path`.
   chdb allows one session per process and its data folder must not be shared by two
   processes; its Kafka engine tables consume only while the session is open in this process.
+- `ChdbEndpointBackend`: the same engine reached through the process that owns it. While
+  `freshctl clickhouse ingest` (or the ingest service of `freshctl up`) holds the data folder, it
+  answers queries on a local endpoint (`clickhouse.endpoint`), so `verify`, `audit` and `status`
+  work while it runs. One interface, two transports; `open_backend` picks the right one.
 - `ServerBackend`: a ClickHouse server through clickhouse-connect.
 """
 
@@ -11,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -62,6 +67,7 @@ class ChdbBackend:
                 "(chdb allows one session per process and one process per data folder; "
                 "stop the other user or set FRESH_CHDB_PATH)"
             ) from None
+        self._lock = threading.Lock()  # the owner also answers other processes' queries on threads
 
     def execute(self, sql: str) -> None:
         self._run(sql, "CSV")
@@ -70,10 +76,15 @@ class ChdbBackend:
         out = self._run(sql, "JSONEachRow")
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
+    def run(self, sql: str, fmt: str) -> str:
+        """Run one statement and return its output in ClickHouse format `fmt` (the endpoint's call)."""
+        return self._run(sql, fmt)
+
     def _run(self, sql: str, fmt: str) -> str:
         log.debug("chdb sql=%s", _one_line(sql))
         try:
-            result = self._session.query(sql, fmt)
+            with self._lock:
+                result = self._session.query(sql, fmt)
         except Exception as exc:
             raise ClickHouseError(f"{exc} -- statement: {_one_line(sql)}") from None
         return str(result.data()) if result is not None else ""
@@ -135,8 +146,14 @@ def _reason(exc: Exception) -> str:
 
 
 def open_backend(settings: Settings) -> Backend:
-    """The backend `Settings.clickhouse_backend` selects: "chdb" or "server"."""
+    """The backend `Settings.clickhouse_backend` selects: "chdb" or "server". For chdb: through
+    the endpoint of the process that owns the data folder when one runs, else in this process."""
     if settings.clickhouse_backend == "chdb":
+        from clickhouse.endpoint import ChdbEndpointBackend, read_owner
+
+        owner = read_owner(settings.chdb_path)
+        if owner is not None:
+            return ChdbEndpointBackend(owner)
         return ChdbBackend(settings.chdb_path)
     if settings.clickhouse_backend == "server":
         return ServerBackend.connect(settings)

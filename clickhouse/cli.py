@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import click
 
-from fresh.errors import ConfigError, DriftError
+from fresh.errors import DriftError
 from fresh.output import OUTPUT_OPTION, print_rows
 
 if TYPE_CHECKING:
     from clickhouse.backend import Backend
-    from clickhouse.render import Migration
     from fresh.pipeline import PipelineConfig
     from fresh.settings import Settings
 
@@ -38,25 +35,13 @@ def _open(settings: Settings) -> Iterator[tuple[PipelineConfig, Backend]]:
         backend.close()
 
 
-def _migrations(settings: Settings, cfg: PipelineConfig, backend: Backend, *, for_apply: bool) -> list[Migration]:
-    password = settings.clickhouse_dashboard_password.get_secret_value()
-    if for_apply and backend.supports_access_control and not password:
-        raise ConfigError(
-            "FRESH_CLICKHOUSE_DASHBOARD_PASSWORD is empty; the read-only dashboard user needs a password "
-            "(set it in the environment, never in a file of this repo)"
-        )
-    from clickhouse.render import render_migrations
-
-    digest = hashlib.sha256(password.encode()).hexdigest() if password else ""
-    return render_migrations(cfg, settings.kafka_bootstrap, dashboard_password_sha256=digest)
-
-
 @click.group()
 def clickhouse() -> None:
     """ClickHouse schema: ordered migrations, RAW from *_secure topics, MART, audit and verify.
 
-    The backend is FRESH_CLICKHOUSE_BACKEND: "chdb" (embedded, at FRESH_CHDB_PATH; one process at
-    a time, and its Kafka tables consume only while that process runs) or "server".
+    The backend is FRESH_CLICKHOUSE_BACKEND: "chdb" (embedded, at FRESH_CHDB_PATH; one process owns
+    it, and its Kafka tables consume only while that process runs; while `ingest` runs, the other
+    commands query through it) or "server".
 
     \b
     Examples:
@@ -83,10 +68,11 @@ def plan_cmd(settings: Settings, output: str, show_sql: bool) -> None:
       freshctl clickhouse plan
       freshctl clickhouse plan --show-sql
     """
+    from clickhouse.migrate import migrations_for
     from clickhouse.migrate import plan as run_plan
 
     with _open(settings) as (cfg, backend):
-        migrations = _migrations(settings, cfg, backend, for_apply=False)
+        migrations = migrations_for(settings, cfg, backend, for_apply=False)
         rows = run_plan(backend, migrations, cfg.clickhouse.raw_database)
     print_rows([r.as_row() for r in rows], output)
     if show_sql:
@@ -118,12 +104,11 @@ def migrate_cmd(settings: Settings, output: str, dry_run: bool) -> None:
       freshctl clickhouse migrate --dry-run
       freshctl clickhouse migrate
     """
-    from clickhouse.migrate import migrate as run_migrate
+    from clickhouse.migrate import migrate_settings
 
     with _open(settings) as (cfg, backend):
-        migrations = _migrations(settings, cfg, backend, for_apply=not dry_run)
-        rows = run_migrate(backend, migrations, cfg.clickhouse.raw_database, dry_run=dry_run,
-                           progress=lambda msg: None if output == "json" else click.echo(msg, err=True))
+        rows = migrate_settings(settings, cfg, backend, dry_run=dry_run,
+                                progress=lambda msg: None if output == "json" else click.echo(msg, err=True))
     if not rows:
         click.echo("nothing to apply: every migration is applied", err=True)
         return
@@ -195,6 +180,7 @@ def ingest_cmd(settings: Settings, seconds: float | None, every: float, dry_run:
 
     chdb's Kafka tables consume only while a process holds its session (a ClickHouse server
     consumes on its own: there this command only prints counts). Prints rows per layer as it goes.
+    Meanwhile it answers the other commands' queries (verify, audit, status) on a local endpoint.
 
     \b
     Examples:
@@ -202,7 +188,7 @@ def ingest_cmd(settings: Settings, seconds: float | None, every: float, dry_run:
       freshctl clickhouse ingest --seconds 60 --every 5
       freshctl clickhouse ingest --dry-run
     """
-    from clickhouse.quality import layer_counts
+    from clickhouse.ingest import counts_line, run_ingest
     from fresh.pipeline import load_pipeline_config
 
     if dry_run:
@@ -214,13 +200,5 @@ def ingest_cmd(settings: Settings, seconds: float | None, every: float, dry_run:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _signum, _frame: stop.set())
-    deadline = None if seconds is None else time.monotonic() + seconds
-    with _open(settings) as (cfg, backend):
-        while True:
-            left = every if deadline is None else min(every, deadline - time.monotonic())
-            stopped = stop.wait(max(0.0, left))  # the consumers run in the engine meanwhile
-            counts = layer_counts(backend, cfg)
-            click.echo(" ".join(f"{r['entity']}={r['raw_rows']}/{r['mart_current']}" for r in counts)
-                       + "  (raw rows / mart current)")
-            if stopped or (deadline is not None and time.monotonic() >= deadline):
-                return
+    cfg = load_pipeline_config(settings.pipeline_config)
+    run_ingest(settings, cfg, stop, seconds=seconds, every=every, on_counts=lambda rows: click.echo(counts_line(rows)))

@@ -9,13 +9,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from clickhouse.backend import Backend, quote
 from clickhouse.errors import ClickHouseError, MigrationChangedError, MigrationError
-from clickhouse.render import Migration
+from clickhouse.render import Migration, render_migrations
+from fresh.errors import ConfigError
+from fresh.pipeline import PipelineConfig
+from fresh.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -121,3 +125,30 @@ def migrate(
         progress(f"{m.name}: {status} ({len(m.statements)} statements)")
         done.append(PlanRow(m.name, status, len(m.statements), m.checksum))
     return done
+
+
+def migrations_for(settings: Settings, cfg: PipelineConfig, backend: Backend, *, for_apply: bool) -> list[Migration]:
+    """The migrations rendered for these settings: the broker to read, and the dashboard user's
+    password hash (server backends, which need it to apply)."""
+    password = settings.clickhouse_dashboard_password.get_secret_value()
+    if for_apply and backend.supports_access_control and not password:
+        raise ConfigError(
+            "FRESH_CLICKHOUSE_DASHBOARD_PASSWORD is empty; the read-only dashboard user needs a password "
+            "(set it in the environment, never in a file of this repo)"
+        )
+    digest = hashlib.sha256(password.encode()).hexdigest() if password else ""
+    return render_migrations(cfg, settings.kafka_bootstrap, dashboard_password_sha256=digest)
+
+
+def migrate_settings(
+    settings: Settings,
+    cfg: PipelineConfig,
+    backend: Backend,
+    *,
+    dry_run: bool = False,
+    progress: Callable[[str], None] = lambda _msg: None,
+) -> list[PlanRow]:
+    """`migrate` with the migrations rendered for `settings` (what `freshctl clickhouse migrate` and
+    `freshctl up` run)."""
+    migrations = migrations_for(settings, cfg, backend, for_apply=not dry_run)
+    return migrate(backend, migrations, cfg.clickhouse.raw_database, dry_run=dry_run, progress=progress)

@@ -72,10 +72,6 @@ def _api(settings: Settings) -> ConnectApi:
     return ConnectApi.from_settings(settings)
 
 
-def _live_configs(api: ConnectApi) -> dict[str, dict[str, str]]:
-    return {name: entry.get("info", {}).get("config", {}) for name, entry in api.list_with_status().items()}
-
-
 @click.group()
 def connectors() -> None:
     """Debezium connectors as code: render, lint, validate, diff, apply, inspect.
@@ -131,9 +127,10 @@ def lint_cmd(settings: Settings, environment: str | None, values_files: tuple[Pa
       freshctl connectors lint -e local --allow offset-reset
     """
     from connectors import lint as lint_mod
+    from connectors.register import live_configs
 
     rendered = _render(settings, environment, values_files, only)
-    live = {} if offline else _live_configs(_api(settings))
+    live = {} if offline else live_configs(_api(settings))
     findings = lint_mod.lint({c.name: c.config for c in rendered.connectors}, live, allow)
     print_rows([f.row() for f in findings], output, ["rule", "severity", "connector", "key", "message"])
     lint_mod.raise_on_errors(findings)
@@ -248,36 +245,11 @@ def register_cmd(settings: Settings, environment: str | None, values_files: tupl
       scripts/register_connectors -e local
       scripts/register_connectors -e prod --dry-run
     """
-    from connectors import lint as lint_mod
-    from connectors import validate as validate_mod
-    from connectors.apply import apply as apply_connectors
-    from connectors.apply import ensure_local_secret
+    from connectors.register import register
 
     rendered = _render(settings, environment, values_files, only)
-    api = _api(settings)
-    api.server_info()  # an unreachable worker or a server that is not Connect fails here, in one line
-    click.echo(f"rendered {len(rendered.connectors)} connector(s) for {rendered.environment}", err=True)
-    findings = lint_mod.lint({c.name: c.config for c in rendered.connectors}, _live_configs(api), allow)
-    for f in findings:
-        click.echo(f"lint {f.severity}: {f.connector} {f.key}: [{f.rule}] {f.message}", err=True)
-    lint_mod.raise_on_errors(findings)
-    errors = []
-    for connector in rendered.connectors:
-        if dry_run:  # a dry run writes nothing, not even the local worker's secret file
-            secret = connector.local_secret_file
-            if secret and not Path(secret["path"]).is_file():
-                click.echo(f"dry run: not validating {connector.name}: its local secret file "
-                           f"{secret['path']} is written by a real run", err=True)
-                continue
-        else:
-            ensure_local_secret(connector, settings)  # the worker's secret file, not a Connect change
-        errors.extend(validate_mod.validate_config(api, connector.name, connector.config))
-    for e in errors:
-        click.echo(f"invalid: {e.connector} {e.field}: {e.error}", err=True)
-    validate_mod.raise_on_errors(errors)
-    click.echo("lint and validate passed; applying", err=True)
-    results = apply_connectors(api, rendered, settings, dry_run=dry_run, prune=prune, wait=wait,
-                               timeout_s=timeout_s)
+    results = register(_api(settings), rendered, settings, allow=allow, dry_run=dry_run, prune=prune,
+                       wait=wait, timeout_s=timeout_s, progress=lambda line: click.echo(line, err=True))
     print_rows([r.row() for r in results], output)
 
 

@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     clickhouse_password: SecretStr = SecretStr("")
     # Password of the read-only dashboard user (server backend); environment only, never a file.
     clickhouse_dashboard_password: SecretStr = SecretStr("")
-    chdb_path: Path = REPO_ROOT / ".stack" / "chdb"
+    chdb_path: Path = REPO_ROOT / ".stack" / "chdb"  # default: <stack_home>/chdb
 
     # PII keyring: a file outside the repo, or the key material in FRESH_KEYRING_JSON.
     keyring_path: Path = Path.home() / ".config" / "probablyfresh" / "keyring.json"
@@ -63,6 +63,8 @@ class Settings(BaseSettings):
         return None if value == "" else value  # FRESH_KEK_PATH= means "no KEK file", not "."
 
     def model_post_init(self, _context: object) -> None:
+        if "chdb_path" not in self.model_fields_set:
+            self.chdb_path = self.stack_home / "chdb"  # a stack's engine lives in its own home
         if not self.kafka_bootstrap:
             self.kafka_bootstrap = f"127.0.0.1:{self.kafka_port}"
         if not self.connect_url:

@@ -27,8 +27,14 @@ GROUPS: dict[str, LazyCommand] = {
     "config": LazyCommand("freshctl.config:config", "Inspect the pipeline config (pipeline.yaml)."),
     "connectors": LazyCommand(
         "connectors.cli:connectors", "Debezium connectors as code: render, lint, validate, diff, apply, inspect."),
+    "down": LazyCommand(
+        "stack.pipeline_cli:down_command",
+        "Stop everything `freshctl up` started (by PID), and nothing else; no process is left behind."),
     "grafana": LazyCommand(
         "grafana.cli:grafana", "Grafana datasource and dashboards as code (grafana/), and pictures of them."),
+    "up": LazyCommand(
+        "stack.pipeline_cli:up_command",
+        "Bring the whole local pipeline up and check it."),
     "keys": LazyCommand(
         "smt.cli:keys",
         "Manage the PII keyring: data and index keys, wrapped by a key-encryption key (docs/pii.md)."),
@@ -36,6 +42,7 @@ GROUPS: dict[str, LazyCommand] = {
         "smt.cli:secure", "The PII processor: CDC topics -> <topic>_secure, exactly once (docs/pii.md)."),
     "seed": LazyCommand(
         "generator.cli:seed_command", "Seed MongoDB with deterministic ProbablyFresh data, or stream changes to it."),
+    "status": LazyCommand("stack.pipeline_cli:status_command", "Every stage's health and lag, in one table."),
     "stack": LazyCommand(
         "stack.cli:stack", "Run the native local stack: Kafka, Kafka Connect + Debezium, a MongoDB server, chdb."),
 }

@@ -3,7 +3,10 @@
 Operations follow a fixed cycle (CHANGE_CYCLE), so N operations always split into the same
 counts per kind (`planned_counts`). Targets are drawn from a seeded random stream; an update or
 delete whose target is gone (deleted earlier) or already final (a platinum customer, a purchase
-that is no longer "completed") draws another target, so every counted operation changed a document.
+that is no longer "completed") draws another target, so every counted operation changed a
+document. After MAX_DRAWS misses the next eligible document at or after a random key is read
+from MongoDB, and once every customer is platinum a membership lapses back to the first tier, so
+change mode runs for hours: it stops only when no purchase is left to change.
 Change events carry the wall-clock time in `updated_at`: they happen now, unlike seeded history.
 """
 
@@ -17,23 +20,25 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import DESCENDING
+from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from fresh.pipeline import PipelineConfig
+from fresh.settings import Settings
 from generator.domain import (
     LOYALTY_TIERS,
     PRODUCT_COUNT,
     Domain,
     GeneratorError,
+    Plan,
     customer_id,
     derive_seed,
     id_index,
     product_id,
     purchase_id,
 )
-from generator.mongo import describe
+from generator.mongo import connect, database, describe
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +119,13 @@ class ChangeRunner:
         last = self.purchases.find_one({}, {"_id": 1}, sort=[("_id", DESCENDING)])
         return id_index(last["_id"]) + 1 if last else 0
 
-    def _draw(self, what: str, attempt: Callable[[], bool]) -> None:
+    def _draw(self, what: str, attempt: Callable[[], bool], fallback: Callable[[], bool] | None = None) -> None:
         for _ in range(MAX_DRAWS):
             if attempt():
+                return
+        # Random draws thin out as documents are deleted or become final; a query finds the rest.
+        for _ in range(3):  # a concurrent writer may take the found target first
+            if fallback is not None and fallback():
                 return
         raise GeneratorError(
             f"found no target for {what} in {MAX_DRAWS} draws in database {self.db.name}; "
@@ -154,16 +163,30 @@ class ChangeRunner:
         self._draw("a price update", attempt)
 
     def update_customer_loyalty(self) -> None:
+        def upgrade(key: str, tier: str) -> bool:
+            changed = LOYALTY_TIERS[LOYALTY_TIERS.index(tier) + 1] if tier != LOYALTY_TIERS[-1] else LOYALTY_TIERS[0]
+            res = self.customers.update_one({"_id": key, "loyalty_status": tier},
+                                            {"$set": {"loyalty_status": changed, "updated_at": self.now()}})
+            return res.modified_count == 1
+
         def attempt() -> bool:
             key = customer_id(self.rng.randrange(self._customer_count))
             current = self.customers.find_one({"_id": key}, {"loyalty_status": 1})
             if current is None or current["loyalty_status"] == LOYALTY_TIERS[-1]:
                 return False
-            upgraded = LOYALTY_TIERS[LOYALTY_TIERS.index(current["loyalty_status"]) + 1]
-            res = self.customers.update_one({"_id": key, "loyalty_status": current["loyalty_status"]},
-                                            {"$set": {"loyalty_status": upgraded, "updated_at": self.now()}})
-            return res.modified_count == 1
-        self._draw("a loyalty upgrade", attempt)
+            return upgrade(key, current["loyalty_status"])
+
+        def fallback() -> bool:
+            # Any customer below the top tier; when every one is platinum, a membership lapses to the first tier.
+            start = customer_id(self.rng.randrange(self._customer_count))
+            for condition in ({"loyalty_status": {"$ne": LOYALTY_TIERS[-1]}}, {}):
+                for bound in ({"_id": {"$gte": start}}, {}):
+                    doc = self.customers.find_one({**condition, **bound}, {"loyalty_status": 1},
+                                                  sort=[("_id", ASCENDING)])
+                    if doc is not None:
+                        return upgrade(str(doc["_id"]), doc["loyalty_status"])
+            return False
+        self._draw("a loyalty change", attempt, fallback)
 
     def update_purchase_status(self) -> None:
         def attempt() -> bool:
@@ -172,13 +195,36 @@ class ChangeRunner:
             res = self.purchases.update_one({"_id": key, "status": "completed"},
                                             {"$set": {"status": status, "updated_at": self.now()}})
             return res.modified_count == 1
-        self._draw("a purchase status change", attempt)
+
+        def fallback() -> bool:
+            found = self._next_at_or_after({"status": "completed"})
+            if found is None:
+                return False
+            status = self.rng.choice(("returned", "cancelled"))
+            res = self.purchases.update_one({"_id": found, "status": "completed"},
+                                            {"$set": {"status": status, "updated_at": self.now()}})
+            return res.modified_count == 1
+        self._draw("a purchase status change", attempt, fallback)
 
     def delete_purchase(self) -> None:
         def attempt() -> bool:
             key = purchase_id(self.rng.randrange(self._next_purchase))
             return self.purchases.delete_one({"_id": key}).deleted_count == 1
-        self._draw("a purchase delete", attempt)
+
+        def fallback() -> bool:
+            found = self._next_at_or_after({})
+            return found is not None and self.purchases.delete_one({"_id": found}).deleted_count == 1
+        self._draw("a purchase delete", attempt, fallback)
+
+    def _next_at_or_after(self, condition: dict[str, Any]) -> str | None:
+        """The `_id` of the first purchase matching `condition` at or after a random key, wrapping
+        around to the first one: any eligible purchase, found by one or two indexed reads."""
+        start = purchase_id(self.rng.randrange(max(1, self._next_purchase)))
+        for bound in ({"_id": {"$gte": start}}, {}):
+            doc = self.purchases.find_one({**condition, **bound}, {"_id": 1}, sort=[("_id", ASCENDING)])
+            if doc is not None:
+                return str(doc["_id"])
+        return None
 
     def run(self, n: int, rate: float, progress: Callable[[str], None] | None = None,
             pacer: Pacer | None = None) -> ChangeReport:
@@ -204,3 +250,23 @@ class ChangeRunner:
             if progress:
                 progress(kind)
         return ChangeReport(counts=counts, seconds=time.monotonic() - started)
+
+
+def run_changes(
+    settings: Settings,
+    config: PipelineConfig,
+    plan: Plan,
+    n: int,
+    rate: float,
+    *,
+    database_name: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ChangeReport:
+    """Perform `n` changes at `rate` per second on the database seeded with `plan` (what
+    `freshctl seed --changes` and the change mode of `freshctl up` run)."""
+    client = connect(settings)
+    try:
+        runner = ChangeRunner(database(client, config, database_name), config, Domain(plan))
+        return runner.run(n, rate, progress=progress)
+    finally:
+        client.close()

@@ -11,10 +11,7 @@ from fresh import progress
 from fresh.output import OUTPUT_OPTION, print_rows
 
 if TYPE_CHECKING:
-    from pymongo import MongoClient
-
     from fresh.settings import Settings
-    from generator.seed import Sink
 
 # Faker and pymongo are imported inside the command: a TAB in `freshctl seed ...` must stay quick.
 
@@ -57,10 +54,9 @@ def seed_command(settings: Settings, seed_value: int, scale: int, locale: str, b
       freshctl seed --scale 10 --dry-run -o json
     """
     from fresh.pipeline import load_pipeline_config
-    from generator.changes import KINDS, ChangeRunner, planned_counts
-    from generator.domain import Domain, Plan
-    from generator.mongo import connect, database
-    from generator.seed import ENTITIES, JsonlSink, MongoSink, check_config, seed
+    from generator.changes import KINDS, planned_counts, run_changes
+    from generator.domain import Plan
+    from generator.seed import ENTITIES, check_config, seed_database, seed_targets
 
     config = load_pipeline_config(settings.pipeline_config)
     check_config(config)
@@ -77,43 +73,26 @@ def seed_command(settings: Settings, seed_value: int, scale: int, locale: str, b
             click.echo(f"dry run: would perform {changes} changes on {db_name} at {rate:g}/s", err=True)
             print_rows(rows, output)
             return
-        domain = Domain(plan)
-        change_client = connect(settings)
-        try:
-            runner = ChangeRunner(database(change_client, config, db_name), config, domain)
-            with progress.bar("changes", changes) as bar:
-                changed = runner.run(changes, rate, progress=lambda _kind: bar.update(1))
-        finally:
-            change_client.close()
+        with progress.bar("changes", changes) as bar:
+            changed = run_changes(settings, config, plan, changes, rate, database_name=db_name,
+                                  progress=lambda _kind: bar.update(1))
         print_rows([{"kind": k, "operations": changed.counts[k]} for k in KINDS], output)
         click.echo(f"{sum(changed.counts.values())} changes in {changed.seconds:.1f}s ({changed.rate:.1f}/s)",
                    err=True)
         return
 
     counts = plan.counts
-    targets = ([] if no_mongo else [f"mongodb database {db_name}"]) + ([f"{export_dir}/"] if export_dir else [])
+    targets = seed_targets(db_name, export_dir, not no_mongo)
     if dry_run:
         click.echo(f"dry run: would write to {', '.join(targets)}", err=True)
         print_rows([{"entity": e, "collection": config.entity(e).collection, "documents": counts[e]}
                     for e in ENTITIES], output)
         return
 
-    domain = Domain(plan)
-    sinks: list[Sink] = []
-    client: MongoClient[dict[str, Any]] | None = None
-    try:
-        if not no_mongo:
-            client = connect(settings)
-            mongo = MongoSink(database(client, config, db_name), config, workers=workers)
-            mongo.ensure_indexes()
-            sinks.append(mongo)
-        if export_dir:
-            sinks.append(JsonlSink(export_dir, config))
-        with progress.bar("seeding", sum(counts.values())) as bar:
-            report = seed(domain, sinks, batch_size=batch_size, progress=lambda _e, n: bar.update(n))
-    finally:
-        if client is not None:
-            client.close()
+    with progress.bar("seeding", sum(counts.values())) as bar:
+        report = seed_database(settings, config, plan, database_name=db_name, export_dir=export_dir,
+                               to_mongo=not no_mongo, batch_size=batch_size, workers=workers,
+                               progress=lambda _e, n: bar.update(n))
     print_rows([{"entity": e, "collection": config.entity(e).collection, "documents": report.counts[e]}
                 for e in ENTITIES], output)
     total = sum(report.counts.values())

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from bson import json_util
-from pymongo import ReplaceOne
+from pymongo import MongoClient, ReplaceOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from fresh.pipeline import PipelineConfig
-from generator.domain import Document, Domain, GeneratorError
-from generator.mongo import DOMAIN_KEYS, describe
+from fresh.settings import Settings
+from generator.domain import Document, Domain, GeneratorError, Plan
+from generator.mongo import DOMAIN_KEYS, connect, database, describe
 
 log = logging.getLogger(__name__)
 
@@ -194,3 +195,39 @@ def seed(
             sink.close()
     report.seconds = time.monotonic() - started
     return report
+
+
+def seed_targets(database_name: str, export_dir: Path | None, to_mongo: bool) -> list[str]:
+    return ([f"mongodb database {database_name}"] if to_mongo else []) + ([f"{export_dir}/"] if export_dir else [])
+
+
+def seed_database(
+    settings: Settings,
+    config: PipelineConfig,
+    plan: Plan,
+    *,
+    database_name: str | None = None,
+    export_dir: Path | None = None,
+    to_mongo: bool = True,
+    batch_size: int = 1000,
+    workers: int = 2,
+    progress: Progress | None = None,
+) -> SeedReport:
+    """Seed MongoDB (upserts by business key, indexes created if missing) and/or export JSON Lines:
+    what `freshctl seed` and `freshctl up` run."""
+    check_config(config)
+    domain = Domain(plan)
+    sinks: list[Sink] = []
+    client: MongoClient[dict[str, Any]] | None = None
+    try:
+        if to_mongo:
+            client = connect(settings)
+            mongo = MongoSink(database(client, config, database_name), config, workers=workers)
+            mongo.ensure_indexes()
+            sinks.append(mongo)
+        if export_dir:
+            sinks.append(JsonlSink(export_dir, config))
+        return seed(domain, sinks, batch_size=batch_size, progress=progress)
+    finally:
+        if client is not None:
+            client.close()

@@ -302,28 +302,17 @@ def secure_run(settings: Settings, instance_id: str | None, batch_size: int, idl
       freshctl secure run --dry-run
     """
     from fresh.pipeline import load_pipeline_config
-    from smt.processor import (
-        KafkaUnreachableError,
-        Processor,
-        ProcessorOptions,
-        ProcessorStuckError,
-        ensure_topics,
-        preflight,
-        serve,
-        topic_mapping,
-    )
+    from smt.processor import KafkaUnreachableError, ProcessorStuckError, preflight, topic_mapping
+    from smt.service import build_processor, run_processor
 
     cfg = load_pipeline_config(settings.pipeline_config)
     check = preflight(cfg, settings.kafka_bootstrap, timeout_s=5.0)  # the broker answers, the CDC topics exist
     if check.broker and not dry_run:
         raise KafkaUnreachableError(check.broker)  # one line within seconds when the broker is down
-    opts = ProcessorOptions(bootstrap=settings.kafka_bootstrap, batch_size=batch_size,
-                            counters_interval_s=counters_interval, max_starts=max_starts)
-    if instance_id:
-        opts.instance_id = instance_id
-    if transform_threads:
-        opts.transform_threads = transform_threads
-    processor = Processor(cfg, _source(settings), opts)  # refuses a topic without policy
+    processor = build_processor(settings, cfg, instance_id=instance_id, batch_size=batch_size,
+                                counters_interval_s=counters_interval, transform_threads=transform_threads,
+                                max_starts=max_starts)  # refuses a topic without policy
+    opts = processor.options
     if dry_run:
         rows = [{"cdc_topic": c, "secure_topic": s} for c, s in topic_mapping(cfg).items()]
         rows.append({"cdc_topic": "(dlq)", "secure_topic": cfg.kafka.dlq_topic})
@@ -339,11 +328,6 @@ def secure_run(settings: Settings, instance_id: str | None, batch_size: int, idl
     if progress.enabled() and logging.getLogger().getEffectiveLevel() > logging.INFO:
         # On a terminal, the processor's start, partition and counter lines are its progress.
         logging.getLogger("smt.processor").setLevel(logging.INFO)
-    for problem in check.topics:
-        log.warning("%s", problem)  # a CDC topic appears when its connector starts; the subscription waits
-    created = ensure_topics(cfg, settings.kafka_bootstrap)
-    if created:
-        log.info("created topics %s", ",".join(created))
     stop = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:
@@ -353,7 +337,7 @@ def secure_run(settings: Settings, instance_id: str | None, batch_size: int, idl
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
-        counters = serve(processor, stop, idle_exit_s=idle_exit)
+        counters = run_processor(settings, cfg, processor, stop, idle_exit_s=idle_exit)
     except ProcessorStuckError as exc:
         # The processor thread is blocked inside librdkafka: say so and leave without waiting for it.
         click.echo(f"error: {exc}", err=True)

@@ -201,8 +201,16 @@ def _b64_32(raw: bytes) -> bytes | None:
     return out if len(out) == 32 else None
 
 
+def local_kek_path(settings: Settings) -> Path:
+    """Where `freshctl up` keeps the local stack's KEK file when none is configured: next to the
+    keyring (`<keyring dir>/kek`, mode 0600). Production sets FRESH_KEK_PATH or a passphrase (or a
+    KMS), kept apart from the keyring."""
+    return settings.keyring_path.parent / "kek"
+
+
 def kek_from_settings(settings: Settings) -> Kek | None:
-    """The configured KEK: FRESH_KEK_PATH or FRESH_KEYRING_PASSPHRASE (not both), or None."""
+    """The configured KEK: FRESH_KEK_PATH or FRESH_KEYRING_PASSPHRASE (not both); else the local
+    KEK file `freshctl up` created (`local_kek_path`) if it exists; else None."""
     passphrase = settings.keyring_passphrase.get_secret_value()
     if settings.kek_path and passphrase:
         raise KeyringError("both FRESH_KEK_PATH and FRESH_KEYRING_PASSPHRASE are set; set one KEK")
@@ -210,7 +218,23 @@ def kek_from_settings(settings: Settings) -> Kek | None:
         return FileKek(settings.kek_path)
     if passphrase:
         return PassphraseKek(passphrase, source="FRESH_KEYRING_PASSPHRASE")
+    if local_kek_path(settings).exists():
+        return FileKek(local_kek_path(settings))
     return None
+
+
+def create_kek_file(path: Path) -> FileKek:
+    """A new KEK file: 32 random bytes, mode 0600, never over an existing file."""
+    if path.resolve().is_relative_to(REPO_ROOT):
+        raise KeyringError(f"{path}: refusing to write a KEK inside the repository; set FRESH_KEYRING_PATH")
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyringError(f"{path}: a KEK file exists already; use it (FRESH_KEK_PATH) or move it away") from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(secrets.token_bytes(32))
+    return FileKek(path)
 
 
 def wrap_aad(kek_id: str) -> bytes:

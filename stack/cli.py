@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 # stack.services (requests, the Kafka and MongoDB drivers) is imported inside each command: a TAB
 # in `freshctl stack ...` loads this module and must stay quick.
+from stack import SUPERVISED
 
 
 @click.group()
@@ -66,7 +67,8 @@ def up(settings: Settings, services: tuple[str, ...], dry_run: bool, output: str
 
 
 @stack.command()
-@click.option("--wipe", is_flag=True, help="Also delete the stack's data (Kafka logs, configs); keeps jars.")
+@click.option("--wipe", is_flag=True,
+              help="Also delete the stack's data (Kafka logs, configs, the chdb folder); keeps jars and the keyring.")
 @click.option("--dry-run", is_flag=True, help="Show what would be stopped, stop nothing.")
 @OUTPUT_OPTION
 @click.pass_obj
@@ -82,7 +84,7 @@ def down(settings: Settings, wipe: bool, dry_run: bool, output: str) -> None:
 
     local = LocalStack(settings)
     if dry_run:
-        running = [n for n in local.services if local.pid_of(n)]
+        running = [n for n in [*local.supervised, *local.services] if local.pid_of(n)]
         if output == "json":
             print_rows([{"stopped": running, "wiped": wipe, "dry_run": True}], output)
             return
@@ -112,7 +114,7 @@ def status(settings: Settings, output: str) -> None:
 
 
 @stack.command()
-@click.argument("service", type=click.Choice(["kafka", "connect", "mongo"]))
+@click.argument("service", type=click.Choice(["kafka", "connect", "mongo", *SUPERVISED]))
 @click.option("-n", "--lines", default=50, show_default=True, help="How many lines to show.")
 @click.pass_obj
 def logs(settings: Settings, service: str, lines: int) -> None:
@@ -122,6 +124,7 @@ def logs(settings: Settings, service: str, lines: int) -> None:
     Examples:
       freshctl stack logs kafka
       freshctl stack logs connect -n 200
+      freshctl stack logs processor    # the PII processor `freshctl up` supervises
     """
     from stack.services import LocalStack
 

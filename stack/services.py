@@ -26,11 +26,13 @@ from typing import Any
 
 import requests
 
+from clickhouse.endpoint import owner_file
 from fresh.clients import kafka_admin, mongo_client
 from fresh.errors import PortInUseError, StackError, WaitTimeoutError
 from fresh.settings import Settings
 from fresh.wait import wait_until
-from stack import jars
+from stack import SUPERVISED, jars
+from stack.supervisor import read_state, supervised_services
 from stack.versions import load_versions
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ class Service:
     ready: Callable[[], bool]
     ready_timeout_s: float
     prepare: Callable[[], None] = field(default=lambda: None)
+    env: Callable[[], dict[str, str]] | None = None  # None: this process's environment
 
 
 @dataclass
@@ -75,6 +78,9 @@ class LocalStack:
         self.data_dir = self.home / "data"
         self.plugin_dir = self.home / "plugins"
         self.services = self._define_services()
+        # The pipeline's own services (ClickHouse ingest, PII processor, change mode), supervised:
+        # started by `freshctl up`, stopped by `down` like the JVMs (stack/supervisor.py).
+        self.supervised = supervised_services(self)
 
     # ---- service definitions -------------------------------------------------------------
 
@@ -111,6 +117,10 @@ class LocalStack:
 
     def _marker(self, name: str) -> str:
         return f"-Dprobablyfresh.stack={self.home}#{name}"
+
+    def marker(self, name: str) -> str:
+        """The argument that marks `name`'s process as this stack's (checked before any signal)."""
+        return self._marker(name)
 
     def _java(self, name: str, heap: str, classpath: str, main: str, *args: str) -> list[str]:
         return [
@@ -304,7 +314,7 @@ class LocalStack:
             out.flush()
             proc = subprocess.Popen(
                 service.command(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=self.home, start_new_session=True,
+                cwd=self.home, start_new_session=True, env=service.env() if service.env else None,
             )
         self._pid_file(service.name).write_text(str(proc.pid), encoding="utf-8")
         marker = self._marker(service.name)
@@ -364,8 +374,37 @@ class LocalStack:
                 self._await_ready(self.services[name])
         return UpReport(started=started, reused=reused, seconds=time.monotonic() - t0)
 
+    def start_supervised(self, name: str, args: list[str] | None = None) -> bool:
+        """Start supervised service `name` (with worker arguments `args`) unless it runs; wait until
+        ready. True when started, False when reused."""
+        if self.pid_of(name):
+            self._await_ready(self.supervised[name])
+            return False
+        if args is not None:
+            self.supervised = supervised_services(self, {name: args})
+        self.home.mkdir(parents=True, exist_ok=True)
+        self._start(self.supervised[name])
+        self._await_ready(self.supervised[name])
+        return True
+
+    def stop_service(self, name: str, timeout_s: float = 30.0) -> bool:
+        """SIGTERM `name`'s process group (SIGKILL after `timeout_s`); True if it was running."""
+        pid = self.pid_of(name)
+        if pid is None:
+            return False
+        _signal_group(pid, signal.SIGTERM)
+        try:
+            self._await_exit(name, timeout_s)
+        except WaitTimeoutError:
+            log.warning("service=%s pid=%s did not stop on SIGTERM; sending SIGKILL", name, pid)
+            _signal_group(pid, signal.SIGKILL)
+            self._await_exit(name, 10)
+        self._pid_file(name).unlink(missing_ok=True)
+        return True
+
     def down(self, wipe: bool = False, timeout_s: float = 30.0) -> list[str]:
-        stopped = []
+        # The ingest worker closes the embedded engine, which first stops its Kafka consumers: give it time.
+        stopped = [name for name in reversed(SUPERVISED) if self.stop_service(name, max(timeout_s, 90.0))]
         for name in reversed(list(self.services)):
             pid = self.pid_of(name)
             if pid is None:
@@ -382,8 +421,11 @@ class LocalStack:
         if wipe:
             import shutil
 
-            for folder in (self.data_dir, self.run_dir, self.plugin_dir, self.conf_dir):
+            # The pipeline's state goes together: a fresh broker's offsets start at 0, so old RAW rows must go too.
+            chdb = self.settings.chdb_path
+            for folder in (self.data_dir, self.run_dir, self.plugin_dir, self.conf_dir, self.home / "secrets", chdb):
                 shutil.rmtree(folder, ignore_errors=True)
+            owner_file(chdb).unlink(missing_ok=True)
         return stopped
 
     def kill(self, name: str, sig: signal.Signals = signal.SIGKILL, timeout_s: float = 30.0) -> int:
@@ -420,13 +462,23 @@ class LocalStack:
                 "address": service.address,
                 "log": str(self.log_file(name)),
             })
+        for name, service in self.supervised.items():
+            pid = self.pid_of(name)
+            state = read_state(self, name)
+            if pid:
+                shown = str(state.get("state", "starting"))
+            else:
+                shown = str(state.get("state")) if state.get("state") in ("failed", "finished") else "stopped"
+            rows.append({"service": name, "state": shown, "pid": state.get("pid") if pid else None,
+                         "address": service.address, "log": str(self.log_file(name))})
         rows.append({"service": "clickhouse", "state": "embedded", "pid": None,
                      "address": f"chdb {_chdb_version()} at {self.settings.chdb_path}", "log": ""})
         return rows
 
     def tail(self, name: str, lines: int = 50) -> str:
-        if name not in self.services:
-            raise StackError(f"unknown service {name!r}; known services: {', '.join(self.services)}")
+        if name not in self.services and name not in self.supervised:
+            known = ", ".join([*self.services, *self.supervised])
+            raise StackError(f"unknown service {name!r}; known services: {known}")
         path = self.log_file(name)
         if not path.exists():
             return ""

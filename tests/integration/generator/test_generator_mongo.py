@@ -136,3 +136,13 @@ def test_cli_seed_export_and_changes(seed_db: Db, pipeline: PipelineConfig, tmp_
     assert result.exit_code == 0, result.output
     for kind, n in planned_counts(10).items():
         assert f'"kind": "{kind}",\n    "operations": {n}' in result.output
+
+
+def test_change_mode_keeps_going_past_where_it_used_to_stop(seed_db: Db, pipeline: PipelineConfig) -> None:
+    """At seed 42 change mode stopped after about 1,800 changes ("found no target for a loyalty
+    upgrade in 50 draws"): every drawn customer had become platinum. It must run for hours now."""
+    plan = Plan(seed=42)
+    _seed(seed_db, pipeline, plan)
+    report = ChangeRunner(seed_db, pipeline, Domain(plan)).run(4000, rate=0)
+    assert report.counts == planned_counts(4000)
+    _assert_integrity(seed_db, pipeline, seeded_prices=False)

@@ -49,6 +49,8 @@ NEEDS_SERVER: dict[str, tuple[list[str], str]] = {
     "connectors stop": ([CONNECTOR], "FRESH_CONNECT_URL"),
     "connectors validate": (["-e", "local"], "FRESH_CONNECT_URL"),
     "grafana snapshot": (["--dry-run"], "FRESH_CLICKHOUSE_PORT"),
+    # The stack's own ports are taken (by this test): `up` refuses at once, naming the first one's setting.
+    "up": ([], "FRESH_MONGO_PORT"),
     "secure health": ([], "FRESH_KAFKA_BOOTSTRAP"),
     "secure run": ([], "FRESH_KAFKA_BOOTSTRAP"),
     "seed": ([], "FRESH_MONGO_URI"),
@@ -59,6 +61,8 @@ NEEDS_SERVER: dict[str, tuple[list[str], str]] = {
 # command -> (arguments, expected exit code): these need no server and must not try one.
 OFFLINE: dict[str, tuple[list[str], int]] = {
     "completion": (["bash"], 0),
+    "down": (["--dry-run"], 0),
+    "status": ([], 1),  # reports every stage unhealthy: the table on stdout, one error line
     "config check": ([], 0),
     "config topics": ([], 0),
     "connectors render": (["-e", "local"], 0),

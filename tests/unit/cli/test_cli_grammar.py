@@ -23,7 +23,7 @@ COMMANDS = leaves(freshctl)
 
 # Commands that change something (a server, a file, a process): each has --dry-run.
 WRITES = {
-    "clickhouse ingest", "clickhouse migrate",
+    "clickhouse ingest", "clickhouse migrate", "down", "up",
     "connectors apply", "connectors delete", "connectors pause", "connectors register", "connectors restart",
     "connectors resume", "connectors stop",
     "grafana render", "grafana snapshot",
@@ -33,6 +33,7 @@ WRITES = {
 # Commands that print something other than rows, with the reason; every other command has -o table|json.
 NO_OUTPUT_OPTION = {
     "completion": "prints a shell script",
+    "down": "prints what it stopped, one line",
     "grafana check": "prints one ok line or a one-line diff (exit 3)",
     "grafana render": "prints one line per file it writes",
     "grafana snapshot": "prints one line per picture it draws",
