@@ -392,7 +392,7 @@ def test_processor_sigkill_during_key_rotation_then_restart(
         if o.value is None:
             continue
         record = json.loads(o.value)
-        kids.update(parse(v)[0] for v in strings(record) if is_envelope(v))
+        kids.update(parse(v)[1] for v in strings(record) if is_envelope(v))
         plain = decrypt_record(record, cfg.entity_for_topic(o.topic), ring)  # raises if one does not decrypt
         assert not any(is_envelope(v) for v in strings(plain))
     print(f"processor SIGKILL during key rotation: in={len(records)} lost={lost} duplicated={duplicated} "
