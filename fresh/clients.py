@@ -60,16 +60,20 @@ def kafka_admin(settings: Settings, extra: dict[str, Any] | None = None) -> Admi
     return AdminClient(kafka_config(settings.kafka_bootstrap, extra))
 
 
+def kafka_unreachable(bootstrap: str, timeout_s: float, exc: KafkaException) -> KafkaUnreachableError:
+    """The one-line error for a broker that did not answer, naming the setting to change."""
+    reason = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)
+    return KafkaUnreachableError(
+        f"Kafka at {bootstrap} did not answer within {timeout_s:.0f}s ({reason}); start it "
+        "(freshctl stack up) or set FRESH_KAFKA_BOOTSTRAP to a running broker")
+
+
 def check_kafka(bootstrap: str, timeout_s: float = 5.0) -> None:
     """Raise `KafkaUnreachableError` (one line) unless a broker at `bootstrap` answers within `timeout_s`."""
     try:
         metadata = AdminClient(kafka_config(bootstrap)).list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        reason = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)
-        raise KafkaUnreachableError(
-            f"Kafka at {bootstrap} did not answer within {timeout_s:.0f}s ({reason}); start it "
-            "(freshctl stack up) or set FRESH_KAFKA_BOOTSTRAP to a running broker"
-        ) from None
+        raise kafka_unreachable(bootstrap, timeout_s, exc) from None
     if not metadata.brokers:
         raise KafkaUnreachableError(f"Kafka at {bootstrap} reports no brokers; set FRESH_KAFKA_BOOTSTRAP")
 
@@ -95,11 +99,7 @@ def group_lag(bootstrap: str, group: str, topics: list[str], timeout_s: float = 
             result = admin.list_consumer_group_offsets(request, request_timeout=timeout_s)[group].result(timeout_s)
             committed = {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions or []}
     except KafkaException as exc:
-        reason = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)
-        raise KafkaUnreachableError(
-            f"Kafka at {bootstrap} did not answer within {timeout_s:.0f}s ({reason}); start it "
-            "(freshctl stack up) or set FRESH_KAFKA_BOOTSTRAP to a running broker"
-        ) from None
+        raise kafka_unreachable(bootstrap, timeout_s, exc) from None
     rows = []
     for topic in topics:
         keys = [k for k in ends.get("latest", {}) if k[0] == topic]

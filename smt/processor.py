@@ -24,7 +24,7 @@ from typing import Any, cast
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from fresh.clients import kafka_config
+from fresh.clients import KafkaUnreachableError, kafka_config, kafka_unreachable
 from fresh.errors import FreshError
 from fresh.pipeline import PipelineConfig
 from smt.dlq import DLQ_COLLECTION, Source, dlq_entry
@@ -53,10 +53,6 @@ STARTS_META = "pf.starts="  # offset-commit metadata: starts at this committed o
 
 class ProcessorError(FreshError):
     """The processor cannot go on (fenced by a newer instance, or Kafka refused the transaction)."""
-
-
-class KafkaUnreachableError(ProcessorError):
-    """The broker did not answer within the bound."""
 
 
 class ProcessorStuckError(ProcessorError):
@@ -114,18 +110,15 @@ def topic_mapping(pipeline: PipelineConfig) -> dict[str, str]:
 
 def _admin(bootstrap: str, quiet: bool = False) -> AdminClient:
     # librdkafka's lines go to the project's logger; the caller reports what failed in one line.
-    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": kafka_log,
-                              "log_level": 0 if quiet else 6, "socket.connection.setup.timeout.ms": 5000}
-    return AdminClient(config)
+    return AdminClient(kafka_config(bootstrap, {"logger": kafka_log, "log_level": 0 if quiet else 6,
+                                                "socket.connection.setup.timeout.ms": 5000}))
 
 
 def _list_topics(admin: AdminClient, bootstrap: str, timeout_s: float) -> dict[str, Any]:
     try:
         return cast(dict[str, Any], admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as exc:
-        raise KafkaUnreachableError(
-            f"Kafka at {bootstrap} did not answer within {timeout_s:g}s ({exc.args[0].str()}): is the broker up? "
-            "(`freshctl stack status`; FRESH_KAFKA_BOOTSTRAP)") from None
+        raise kafka_unreachable(bootstrap, timeout_s, exc) from None
 
 
 def topic_limits(admin: AdminClient, topics: list[str], timeout_s: float) -> dict[str, int]:

@@ -405,19 +405,7 @@ class LocalStack:
     def down(self, wipe: bool = False, timeout_s: float = 30.0) -> list[str]:
         # The ingest worker closes the embedded engine, which first stops its Kafka consumers: give it time.
         stopped = [name for name in reversed(SUPERVISED) if self.stop_service(name, max(timeout_s, 90.0))]
-        for name in reversed(list(self.services)):
-            pid = self.pid_of(name)
-            if pid is None:
-                continue
-            _signal_group(pid, signal.SIGTERM)
-            try:
-                self._await_exit(name, timeout_s)
-            except WaitTimeoutError:
-                log.warning("service=%s pid=%s did not stop on SIGTERM; sending SIGKILL", name, pid)
-                _signal_group(pid, signal.SIGKILL)
-                self._await_exit(name, 10)
-            self._pid_file(name).unlink(missing_ok=True)
-            stopped.append(name)
+        stopped += [name for name in reversed(list(self.services)) if self.stop_service(name, timeout_s)]
         if wipe:
             import shutil
 
