@@ -3,8 +3,8 @@
 Brings the pipeline up with the same library call as `freshctl up` (reusing what runs), then
 for each rate writes changes to MongoDB for `--seconds`: half new purchases, half status updates of
 existing ones, each stamped with `updated_at` = the wall-clock time just before its write (ms). A
-watcher reads every MART row as it lands (`ingested_at`, the engine's clock on the same host) and
-matches it by (purchase_id, updated_at). Per rate it prints p50/p95/p99/max of
+watcher reads every row that reaches MART as it lands (`ingested_at`, the engine's clock on the same
+host; see MartWatcher) and matches it by (purchase_id, updated_at). Per rate it prints p50/p95/p99/max of
 `ingested_at - updated_at`, the rate actually written, rows never seen, and whether the delay grew
 during the phase (median of the last quarter more than 1 s above the first quarter's: the
 pipeline did not keep up).
@@ -36,12 +36,16 @@ TICKS_PER_S = 100
 
 
 class MartWatcher(threading.Thread):
-    """Collects (purchase_id, updated_at ms) -> ingested_at ms for every MART purchases row as it lands
-    (before a merge can fold versions)."""
+    """Collects (purchase_id, updated_at ms) -> ingested_at ms for every purchases row that reaches MART.
+
+    It reads RAW's rows that pass validation (`empty(broken_rules)`, exactly those MART's view
+    takes): MART's row is inserted by the materialized view in the same insert as RAW's, so it
+    becomes visible at the same moment, but ReplacingMergeTree may merge an older version away
+    before a poll sees it, while RAW keeps every row."""
 
     def __init__(self, backend: Backend, cfg: PipelineConfig):
         super().__init__(daemon=True)
-        self.backend, self.table = backend, f"{cfg.clickhouse.mart_database}.{cfg.entity('purchases').name}"
+        self.backend, self.table = backend, f"{cfg.clickhouse.raw_database}.{cfg.entity('purchases').name}"
         self.seen: dict[tuple[str, int], int] = {}
         self.stop = threading.Event()
         # Watermark on the Kafka offset, not on ingested_at: a block is stamped when its insert starts and
@@ -58,9 +62,8 @@ class MartWatcher(threading.Thread):
 
     def poll(self) -> None:
         rows = self.backend.query(
-            f"SELECT purchase_id AS id, toUnixTimestamp64Milli(updated_at) AS u, "
-            f"toUnixTimestamp64Milli(ingested_at) AS i, _offset AS o FROM {self.table} "
-            f"WHERE _offset > {self.watermark}")
+            f"SELECT purchase_id AS id, updated_at AS u, toUnixTimestamp64Milli(ingested_at) AS i, _offset AS o "
+            f"FROM {self.table} WHERE _offset > {self.watermark} AND empty(broken_rules)")
         for r in rows:
             self.seen.setdefault((str(r["id"]), int(r["u"])), int(r["i"]))
             self.watermark = max(self.watermark, int(r["o"]))
@@ -90,6 +93,7 @@ def run_phase(rate: float, seconds: float, purchases: object, domain: Domain, ru
         ms = int(now.timestamp() * 1000)
         now = datetime.fromtimestamp(ms / 1000, UTC)
         ops: list[InsertOne | UpdateOne] = []  # type: ignore[type-arg]
+        existing = runner._next_purchase  # updates only target purchases written before this unordered bulk
         for k in range(n):
             if k % 2 == 0 or runner._next_purchase < 10:
                 index = runner._next_purchase
@@ -99,7 +103,7 @@ def run_phase(rate: float, seconds: float, purchases: object, domain: Domain, ru
                 ops.append(InsertOne(doc))
                 written.append((str(doc["_id"]), ms))
             else:
-                key = purchase_id(rng.randrange(runner._next_purchase))
+                key = purchase_id(rng.randrange(existing))
                 ops.append(UpdateOne({"_id": key}, {"$set": {"status": rng.choice(("returned", "cancelled")),
                                                              "updated_at": now}}))
                 written.append((key, ms))
