@@ -51,7 +51,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         value: Any = getattr(settings, name)
         if hasattr(value, "get_secret_value"):
             value = value.get_secret_value()
-        env[f"FRESH_{name.upper()}"] = str(value)
+        # None (an unset optional path) travels as an empty variable, which the settings read as unset
+        env[f"FRESH_{name.upper()}"] = "" if value is None else str(value)
     return env
 
 

@@ -101,3 +101,17 @@ def test_chdb_path_follows_the_stack_home(tmp_path: Path) -> None:
     assert load_settings(stack_home=tmp_path, chdb_path=tmp_path / "x").chdb_path == tmp_path / "x"
 
 
+
+
+def test_settings_travel_to_a_worker_unchanged(monkeypatch) -> None:
+    """A worker loads exactly its starter's settings, unset optional paths included (None must not
+    arrive as the path "None": the processor then looked for a KEK file of that name)."""
+    from fresh.settings import Settings, load_settings
+    from stack.supervisor import settings_env
+
+    for key in [k for k in __import__("os").environ if k.startswith("FRESH_")]:
+        monkeypatch.delenv(key)
+    starter = Settings(kek_path=None, keyring_allow_unwrapped=True, kafka_port=19092)
+    for key, value in settings_env(starter).items():
+        monkeypatch.setenv(key, value)
+    assert load_settings() == starter
