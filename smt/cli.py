@@ -77,13 +77,20 @@ def keys() -> None:
 def keys_generate(settings: Settings, dry_run: bool, output: str) -> None:
     """Create a new keyring with one active data key and one active index key.
 
+    Without a KEK (FRESH_KEK_PATH, FRESH_KEYRING_PASSPHRASE) it first creates a KEK file next to
+    the keyring (<keyring dir>/kek, mode 0600), found there from then on; keep the two apart in
+    production (docs/pii.md).
+
     \b
-    Example:
-      FRESH_KEYRING_PATH=~/.config/probablyfresh/keyring.json FRESH_KEK_PATH=~/.config/probablyfresh/kek \\
-        freshctl keys generate
+    Examples:
+      freshctl keys generate
+      FRESH_KEYRING_PATH=~/.config/probablyfresh/keyring.json FRESH_KEK_PATH=~/secrets/kek freshctl keys generate
     """
-    source = _source(settings)
-    infos = source.generate(dry_run=dry_run)
+    from smt.keyring import new_keyring
+
+    source, infos, kek_file = new_keyring(settings, dry_run=dry_run)
+    if kek_file is not None:
+        click.echo(f"{'dry run: would create' if dry_run else 'created'} KEK file {kek_file} (mode 0600)", err=True)
     _print_change(infos, output, dry_run, f"write {settings.keyring_path} ({_wrapping(source)})")
 
 

@@ -223,6 +223,22 @@ def kek_from_settings(settings: Settings) -> Kek | None:
     return None
 
 
+def new_keyring(settings: Settings, dry_run: bool = False) -> tuple[KeyringSource, list[KeyInfo], Path | None]:
+    """Create the keyring of `settings` (`keys generate`, and `freshctl up` when there is none).
+    Without a configured KEK (and without FRESH_KEYRING_ALLOW_UNWRAPPED) a local KEK file is created
+    first at `local_kek_path` and found there from then on. Returns the source, the new keys and the
+    KEK file created (None if none was)."""
+    source = KeyringSource.from_settings(settings)
+    kek_file = None
+    if source.kek is None and not source.allow_unwrapped and source.writable:
+        kek_file = local_kek_path(settings)
+        if dry_run:
+            source.allow_unwrapped = True  # nothing is written: show the keys without a KEK
+        else:
+            source.kek = create_kek_file(kek_file)
+    return source, source.generate(dry_run=dry_run), kek_file
+
+
 def create_kek_file(path: Path) -> FileKek:
     """A new KEK file: 32 random bytes, mode 0600, never over an existing file."""
     if path.resolve().is_relative_to(REPO_ROOT):

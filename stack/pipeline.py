@@ -33,7 +33,7 @@ from fresh.settings import Settings
 from fresh.wait import wait_until
 from generator.domain import Plan
 from generator.seed import ENTITIES, seed_database
-from smt.keyring import KeyringSource, create_kek_file, local_kek_path
+from smt.keyring import KeyringSource, new_keyring
 from stack.health import dlq_count
 from stack.services import LocalStack
 
@@ -89,10 +89,7 @@ def ensure_keyring(settings: Settings) -> tuple[str, bool]:
     if path.exists():
         source.current()  # a broken keyring fails here, not in the processor's log
         return str(path), False
-    if source.kek is None and not source.allow_unwrapped:
-        # no KEK configured: the local stack's own, next to the keyring (smt.keyring.local_kek_path)
-        source.kek = create_kek_file(local_kek_path(settings))
-    source.generate()
+    source, _infos, _kek_file = new_keyring(settings)
     return f"{path} (wrapped by {source.kek.description if source.kek else 'nothing: unwrapped'})", True
 
 

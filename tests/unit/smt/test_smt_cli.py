@@ -119,3 +119,18 @@ def test_run_with_kafka_down_fails_fast_in_one_line(env: dict[str, str]) -> None
     assert r.exit_code == 1 and r.exception is not None
     assert str(r.exception).startswith("Kafka at 127.0.0.1:1 did not answer within 5s")
     assert r.stderr == ""  # nothing else: no librdkafka lines (main() prints the one `error:` line)
+
+
+def test_keys_generate_without_a_kek_creates_one_next_to_the_keyring(tmp_path: Path) -> None:
+    path = tmp_path / "keys" / "keyring.json"
+    env = {"FRESH_KEYRING_PATH": str(path), "FRESH_KEK_PATH": "", "FRESH_KEYRING_PASSPHRASE": "",
+           "FRESH_KEYRING_ALLOW_UNWRAPPED": "false"}
+    runner = CliRunner()
+    dry = runner.invoke(freshctl, ["keys", "generate", "--dry-run"], env=env)
+    assert dry.exit_code == 0 and "would create KEK file" in dry.stderr and not path.parent.exists()
+    r = runner.invoke(freshctl, ["keys", "generate"], env=env)
+    assert r.exit_code == 0, r.output
+    kek = path.parent / "kek"
+    assert f"created KEK file {kek}" in r.stderr and oct(kek.stat().st_mode & 0o777) == "0o600"
+    assert json.loads(path.read_text())["format"] != "probablyfresh-keyring/2"  # written wrapped
+    assert runner.invoke(freshctl, ["keys", "get"], env=env).exit_code == 0  # the KEK is found there
