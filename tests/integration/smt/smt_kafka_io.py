@@ -4,9 +4,12 @@ Python happens to have imported first)."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
+import sys
 import threading
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,3 +198,17 @@ def kill_with_open_transaction(proc: subprocess.Popen[bytes], kafka: Kafka, cfg:
     still_open = kafka.open_transactions(cfg.secure_topics)
     assert still_open > 0, "the transaction open at the kill was resolved before it: no proof"
     return still_open
+
+
+FRESHCTL = str(Path(sys.executable).parent / "freshctl")
+
+
+def identities_in(records: list[CdcRecord], cfg: PipelineConfig) -> Counter:
+    """Each CDC record as the `_secure` record it must become: (secure topic, key, source timestamp)."""
+    return Counter((cfg.entity_for_topic(r.topic).secure_topic, r.key,
+                    None if r.value is None else json.loads(r.value)["__source_ts_ms"]) for r in records)
+
+
+def identities_out(outs: list[Out]) -> Counter:
+    """The same identities of what was read from the `_secure` topics (a duplicate counts twice)."""
+    return Counter((o.topic, o.key, None if o.value is None else json.loads(o.value)["__source_ts_ms"]) for o in outs)

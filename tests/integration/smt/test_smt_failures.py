@@ -6,11 +6,18 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
-from smt_kafka_io import Feeder, Kafka, Out, kill_with_open_transaction, write_pipeline
+from smt_kafka_io import (
+    FRESHCTL,
+    Feeder,
+    Kafka,
+    identities_in,
+    identities_out,
+    kill_with_open_transaction,
+    write_pipeline,
+)
 
 from fresh.pipeline import PipelineConfig
 from fresh.wait import wait_until
@@ -19,17 +26,6 @@ from smt.envelope import decrypt, parse
 from smt.keyring import KeyringSource
 from smt.normalize import normalize_email
 from smt.processor import DLQ_COLLECTION
-
-FRESHCTL = str(Path(sys.executable).parent / "freshctl")
-
-
-def identities_in(records: list[CdcRecord], cfg: PipelineConfig) -> Counter:
-    return Counter((cfg.entity_for_topic(r.topic).secure_topic, r.key,
-                    None if r.value is None else json.loads(r.value)["__source_ts_ms"]) for r in records)
-
-
-def identities_out(outs: list[Out]) -> Counter:
-    return Counter((o.topic, o.key, None if o.value is None else json.loads(o.value)["__source_ts_ms"]) for o in outs)
 
 
 def committed(kafka: Kafka, cfg: PipelineConfig) -> int:

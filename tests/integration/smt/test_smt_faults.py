@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -20,11 +19,14 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 from smt_kafka_io import (
+    FRESHCTL,
     PARTITIONS,
     Feeder,
     Kafka,
     Out,
     freeze_with_open_transaction,
+    identities_in,
+    identities_out,
     kill_with_open_transaction,
     make_pipeline,
     write_pipeline,
@@ -41,17 +43,6 @@ from smt.keyring import KeyringSource
 from smt.processor import CrashLoopError, Processor, ProcessorOptions, ensure_topics
 from smt.transform import RecordError, decrypt_record
 from stack.services import LocalStack
-
-FRESHCTL = str(Path(sys.executable).parent / "freshctl")
-
-
-def identities_in(records: list[CdcRecord], cfg: PipelineConfig) -> Counter:
-    return Counter((cfg.entity_for_topic(r.topic).secure_topic, r.key,
-                    None if r.value is None else json.loads(r.value)["__source_ts_ms"]) for r in records)
-
-
-def identities_out(outs: list[Out]) -> Counter:
-    return Counter((o.topic, o.key, None if o.value is None else json.loads(o.value)["__source_ts_ms"]) for o in outs)
 
 
 def lost_and_duplicated(records: list[CdcRecord], outs: list[Out], cfg: PipelineConfig) -> tuple[int, int]:
