@@ -16,10 +16,14 @@ import json
 import logging
 import re
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from pydantic import SecretStr
+
 from clickhouse.errors import ClickHouseError
+from fresh.errors import ConfigError
 from fresh.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -93,6 +97,47 @@ class ChdbBackend:
         self._session.close()
 
 
+@dataclass(frozen=True)
+class ServerConnection:
+    """The one connection config for a ClickHouse server: what `clickhouse_connect.get_client` gets.
+    TLS always verifies the server's certificate (against `ca_file` when given, else the system's
+    CAs); the password is a `SecretStr`, so the object prints without it."""
+
+    host: str
+    port: int
+    username: str
+    password: SecretStr = field(repr=False)
+    secure: bool = False
+    ca_file: Path | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ServerConnection:
+        if settings.clickhouse_ca_file is not None and not settings.clickhouse_secure:
+            raise ConfigError("setting FRESH_CLICKHOUSE_CA_FILE is set but FRESH_CLICKHOUSE_SECURE is not: "
+                              "set FRESH_CLICKHOUSE_SECURE=true (TLS) or unset the CA file")
+        if settings.clickhouse_ca_file is not None and not settings.clickhouse_ca_file.is_file():
+            raise ConfigError(f"setting FRESH_CLICKHOUSE_CA_FILE: no file {settings.clickhouse_ca_file}; "
+                              "point it at the PEM of the CA that signed the ClickHouse server's certificate")
+        return cls(host=settings.clickhouse_host, port=settings.clickhouse_port, username=settings.clickhouse_user,
+                   password=settings.clickhouse_password, secure=settings.clickhouse_secure,
+                   ca_file=settings.clickhouse_ca_file)
+
+    @property
+    def address(self) -> str:
+        """Where, for messages and logs: scheme, host and port, never the password."""
+        return f"{'https' if self.secure else 'http'}://{self.host}:{self.port}"
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of `clickhouse_connect.get_client`, the password included: never log them."""
+        kwargs: dict[str, Any] = {"host": self.host, "port": self.port, "username": self.username,
+                                  "password": self.password.get_secret_value(), "secure": self.secure}
+        if self.secure:
+            kwargs["verify"] = True
+            if self.ca_file is not None:
+                kwargs["ca_cert"] = str(self.ca_file)
+        return kwargs
+
+
 class ServerBackend:
     kind = "server"
     supports_access_control = True
@@ -105,17 +150,12 @@ class ServerBackend:
     def connect(cls, settings: Settings) -> ServerBackend:
         import clickhouse_connect
 
+        conn = ServerConnection.from_settings(settings)
         try:
-            client = clickhouse_connect.get_client(
-                host=settings.clickhouse_host, port=settings.clickhouse_port, username=settings.clickhouse_user,
-                password=settings.clickhouse_password.get_secret_value(),
-            )
+            client = clickhouse_connect.get_client(**conn.client_kwargs())
         except Exception as exc:
-            raise ClickHouseError(
-                f"ClickHouse server at {settings.clickhouse_host}:{settings.clickhouse_port} did not accept a "
-                f"connection ({_reason(exc)}); start it, or set FRESH_CLICKHOUSE_HOST / FRESH_CLICKHOUSE_PORT / "
-                "FRESH_CLICKHOUSE_USER / FRESH_CLICKHOUSE_PASSWORD (FRESH_CLICKHOUSE_BACKEND=chdb: the embedded engine)"
-            ) from None
+            raise ClickHouseError(f"ClickHouse server at {conn.address} did not accept a connection "
+                                  f"({_reason(exc)}); {_fix_for(exc, conn)}") from None
         return cls(client)
 
     def execute(self, sql: str) -> None:
@@ -143,6 +183,23 @@ def _reason(exc: Exception) -> str:
     if errno:
         return errno.group(0)
     return " ".join(text.split())[:160]
+
+
+def _fix_for(exc: Exception, conn: ServerConnection) -> str:
+    """The settings to fix for a failed connection: TLS trust, the password, or the address."""
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        if conn.ca_file is None:
+            return "set FRESH_CLICKHOUSE_CA_FILE to the CA that signed the server's certificate"
+        return (f"FRESH_CLICKHOUSE_CA_FILE ({conn.ca_file}) did not sign the server's certificate; "
+                "point it at the CA that did")
+    if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text:
+        return ("the port does not speak TLS: set FRESH_CLICKHOUSE_PORT to the server's HTTPS port "
+                "or FRESH_CLICKHOUSE_SECURE=false")
+    if "Authentication failed" in text or "AUTHENTICATION_FAILED" in text or "Code: 516" in text:
+        return "set FRESH_CLICKHOUSE_USER / FRESH_CLICKHOUSE_PASSWORD"
+    return ("start it, or set FRESH_CLICKHOUSE_HOST / FRESH_CLICKHOUSE_PORT / FRESH_CLICKHOUSE_SECURE / "
+            "FRESH_CLICKHOUSE_USER / FRESH_CLICKHOUSE_PASSWORD (FRESH_CLICKHOUSE_BACKEND=chdb: the embedded engine)")
 
 
 def open_backend(settings: Settings) -> Backend:

@@ -13,6 +13,7 @@ from connectors.connect_api import ConnectApi, ConnectNotFoundError, ConnectUnre
 from connectors.diff import diff_config
 from connectors.render import Rendered, RenderedConnector
 from connectors.secrets import write_properties_secret
+from fresh.clients import mongo_connection_uri
 from fresh.errors import FreshError
 from fresh.settings import Settings
 from fresh.wait import wait_until
@@ -44,7 +45,10 @@ def ensure_local_secret(connector: RenderedConnector, settings: Settings) -> Non
     spec = connector.local_secret_file
     if not spec:
         return
-    changed = write_properties_secret(Path(spec["path"]), spec["key"], settings.mongo_uri.get_secret_value())
+    # The one URI builder: FRESH_MONGO_URI plus the FRESH_MONGO_TLS* options. The Java driver ignores
+    # tlsCAFile (with a warning); Debezium trusts a private CA through the worker JVM's trust store.
+    uri = mongo_connection_uri(settings).get_secret_value()
+    changed = write_properties_secret(Path(spec["path"]), spec["key"], uri)
     log.info("local secret file connector=%s path=%s changed=%s", connector.name, spec["path"], changed)
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
+from pydantic import SecretStr
 from pymongo import MongoClient
 
-from fresh.errors import FreshError
+from fresh.errors import ConfigError, FreshError
 from fresh.settings import Settings
 
 _librdkafka_log = logging.getLogger("librdkafka")
@@ -43,12 +45,61 @@ def kafka_config(bootstrap: str, extra: dict[str, Any] | None = None) -> dict[st
             "error_cb": _on_kafka_error, **(extra or {})}
 
 
+# ---- MongoDB: the one URI builder (TLS options from typed settings; docs/security.md) ------------
+
+_MONGO_INSECURE_OPTIONS = ("tlsinsecure", "tlsallowinvalidcertificates", "tlsallowinvalidhostnames")
+
+
+def mongo_connection_uri(settings: Settings) -> SecretStr:
+    """`FRESH_MONGO_URI` with the TLS settings added as URI options (`tls=true`, `tlsCAFile`,
+    `tlsCertificateKeyFile`). The result is a `SecretStr` (it may hold a password): pass it on,
+    never print it; `redact_uri` gives the printable form."""
+    files = {"FRESH_MONGO_TLS_CA_FILE": ("tlsCAFile", settings.mongo_tls_ca_file),
+             "FRESH_MONGO_TLS_CERT_KEY_FILE": ("tlsCertificateKeyFile", settings.mongo_tls_cert_key_file)}
+    if not settings.mongo_tls:
+        if any(path is not None for _, path in files.values()):
+            raise ConfigError("setting FRESH_MONGO_TLS_CA_FILE / FRESH_MONGO_TLS_CERT_KEY_FILE is set but "
+                              "FRESH_MONGO_TLS is not: set FRESH_MONGO_TLS=true or unset the files")
+        return settings.mongo_uri
+    parts = urlsplit(settings.mongo_uri.get_secret_value())
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    present = {k.lower(): v.lower() for k, v in query}
+    for option in _MONGO_INSECURE_OPTIONS:
+        if present.get(option, "false") != "false":
+            raise ConfigError(f"setting FRESH_MONGO_URI: {option} turns certificate checks off; remove it "
+                              "(trust a private CA with FRESH_MONGO_TLS_CA_FILE)")
+    if present.get("tls", present.get("ssl", "true")) != "true":
+        raise ConfigError("setting FRESH_MONGO_URI says tls=false, which contradicts FRESH_MONGO_TLS=true; "
+                          "remove the option from the URI")
+    wanted = {"tls": "true"}
+    for setting, (option, path) in files.items():
+        if path is None:
+            continue
+        if not path.is_file():
+            raise ConfigError(f"setting {setting}: no file {path}")
+        wanted[option] = str(path)
+    owned = {k.lower() for k in wanted} | {"ssl"}
+    kept = [(k, v) for k, v in query if k.lower() not in owned]
+    text = urlencode([*kept, *wanted.items()], safe="/")
+    return SecretStr(urlunsplit((parts.scheme, parts.netloc, parts.path or "/", text, parts.fragment)))
+
+
+def redact_uri(uri: str) -> str:
+    """`uri` with its password replaced, for messages and logs."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
 def mongo_client(
     settings: Settings, *, timeout_s: float = 5.0, appname: str = "freshctl"
 ) -> MongoClient[dict[str, Any]]:
-    """A client for `settings.mongo_uri`. Datetimes come back timezone-aware (UTC)."""
+    """A client for `settings.mongo_uri` with the TLS settings (`mongo_connection_uri`).
+    Datetimes come back timezone-aware (UTC)."""
     return MongoClient(
-        settings.mongo_uri.get_secret_value(),
+        mongo_connection_uri(settings).get_secret_value(),
         tz_aware=True,
         appname=appname,
         serverSelectionTimeoutMS=int(timeout_s * 1000),

@@ -46,6 +46,17 @@ class Settings(BaseSettings):
     clickhouse_dashboard_password: SecretStr = SecretStr("")
     chdb_path: Path = REPO_ROOT / ".stack" / "chdb"  # default: <stack_home>/chdb
 
+    # ---- ClickHouse server over TLS (clickhouse.backend.ServerConnection; docs/security.md) ----
+    # FRESH_CLICKHOUSE_SECURE=true: HTTPS, the server's certificate always verified (against
+    # FRESH_CLICKHOUSE_CA_FILE when set, else the system's CAs); there is no "skip verify" setting.
+    clickhouse_secure: bool = False
+    clickhouse_ca_file: Path | None = None  # PEM file of the CA that signed the server's certificate
+
+    # ---- MongoDB over TLS (fresh.clients.mongo_connection_uri adds these to FRESH_MONGO_URI) ----
+    mongo_tls: bool = False  # FRESH_MONGO_TLS=true: tls=true in the URI, the server's certificate verified
+    mongo_tls_ca_file: Path | None = None  # FRESH_MONGO_TLS_CA_FILE: PEM of the CA (tlsCAFile)
+    mongo_tls_cert_key_file: Path | None = None  # FRESH_MONGO_TLS_CERT_KEY_FILE: client cert + key PEM
+
     # PII keyring: a file outside the repo, or the key material in FRESH_KEYRING_JSON.
     keyring_path: Path = Path.home() / ".config" / "probablyfresh" / "keyring.json"
     keyring_json: SecretStr = SecretStr("")  # FRESH_KEYRING_JSON: the keyring itself; wins over keyring_path
@@ -61,6 +72,11 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value  # FRESH_KEK_PATH= means "no KEK file", not "."
+
+    @field_validator("clickhouse_ca_file", "mongo_tls_ca_file", "mongo_tls_cert_key_file", mode="before")
+    @classmethod
+    def _empty_tls_file_is_unset(cls, value: object) -> object:
+        return None if value == "" else value  # FRESH_CLICKHOUSE_CA_FILE= means "not set"
 
     def model_post_init(self, _context: object) -> None:
         if "chdb_path" not in self.model_fields_set:
