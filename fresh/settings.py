@@ -3,6 +3,7 @@ everything else receives a `Settings` object or plain typed arguments."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import SecretStr, ValidationError, field_validator
@@ -42,7 +43,7 @@ class Settings(BaseSettings):
     clickhouse_port: int = 8123
     clickhouse_user: str = "default"
     clickhouse_password: SecretStr = SecretStr("")
-    # Password of the read-only dashboard user (server backend); environment only, never a file.
+    # Password of the read-only dashboard user (server backend): environment or FRESH_SECRETS_DIR, never config.
     clickhouse_dashboard_password: SecretStr = SecretStr("")
     chdb_path: Path = REPO_ROOT / ".stack" / "chdb"  # default: <stack_home>/chdb
 
@@ -90,9 +91,16 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Read settings from the environment (and explicit overrides), failing with one line."""
+    """Read settings from the environment (and explicit overrides), failing with one line.
+
+    FRESH_SECRETS_DIR (compose: /run/secrets) is a folder of files named like the variables
+    (`FRESH_CLICKHOUSE_PASSWORD`, ...), each holding one value: docker compose `secrets:`. A variable
+    set in the environment wins over its file."""
+    secrets_dir = os.environ.get("FRESH_SECRETS_DIR") or None
+    if secrets_dir is not None and not Path(secrets_dir).is_dir():
+        raise ConfigError(f"setting FRESH_SECRETS_DIR: no folder {secrets_dir}; unset it or mount the secrets there")
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(_secrets_dir=secrets_dir, **overrides)  # type: ignore[arg-type,call-arg]
     except ValidationError as exc:
         err = exc.errors()[0]
         key = "FRESH_" + "_".join(str(p) for p in err["loc"]).upper()

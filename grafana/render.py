@@ -3,9 +3,10 @@
 The files are committed (Grafana and compose load them as files), like a lock file: `check`
 compares the committed ones with a fresh render and names the first differing line.
 
-- `provisioning/datasources/clickhouse.yaml`: the ClickHouse datasource, read through the
-  read-only dashboards user of migration 007; its password only as `secureJsonData` from an
-  environment variable Grafana expands at load time, never a literal.
+- `provisioning/datasources/clickhouse.yaml`: the ClickHouse datasource over HTTPS (the server's
+  certificate verified against the compose CA), read through the read-only dashboards user of
+  migration 007; its password and the CA only as `secureJsonData` `$__file{...}` references to
+  compose secrets that Grafana expands at load time, never a literal.
 - `provisioning/dashboards/probablyfresh.yaml`: a file provider for the ProbablyFresh folder,
   UI edits off.
 - `dashboards/<name>.json`: one file per dashboard.
@@ -34,11 +35,14 @@ FOLDER = "ProbablyFresh"
 FOLDER_UID = "probablyfresh"
 # Where compose mounts grafana/dashboards (docker-compose.yml, read-only).
 DASHBOARDS_MOUNT = "/var/lib/grafana/dashboards/probablyfresh"
-# The ClickHouse server as the compose network names it (docker-compose.yml `clickhouse`, HTTP).
+# The ClickHouse server as the compose network names it (docker-compose.yml `clickhouse`), over HTTPS:
+# its certificate verified against the compose CA (docs/security.md "## Compose").
 CLICKHOUSE_HOST = "clickhouse"
-CLICKHOUSE_PORT = 8123
-# Grafana expands $VAR / ${VAR} in provisioning files from its environment (compose: .env.secrets).
-PASSWORD_ENV = "FRESH_CLICKHOUSE_DASHBOARD_PASSWORD"  # noqa: S105 -- a variable name, not a password
+CLICKHOUSE_PORT = 8443
+# Grafana expands $__file{PATH} in provisioning files at load time: compose mounts these secrets
+# (docker-compose.yml `secrets:`), so neither the password nor the CA is written into the file.
+PASSWORD_FILE = "/run/secrets/clickhouse-dashboard.password"  # noqa: S105 -- a path, not a password
+CA_FILE = "/run/secrets/ca.crt"
 
 
 def dashboard_file(spec: DashboardSpec) -> str:
@@ -70,11 +74,13 @@ def datasource_yaml(cfg: PipelineConfig) -> dict[str, Any]:
                 "host": CLICKHOUSE_HOST,
                 "port": CLICKHOUSE_PORT,
                 "protocol": "http",
-                "secure": False,
+                "secure": True,
+                "tlsSkipVerify": False,
+                "tlsAuthWithCACert": True,
                 "username": dashboard_user(cfg),
                 "defaultDatabase": cfg.clickhouse.mart_database,
             },
-            "secureJsonData": {"password": f"${{{PASSWORD_ENV}}}"},
+            "secureJsonData": {"password": f"$__file{{{PASSWORD_FILE}}}", "tlsCACert": f"$__file{{{CA_FILE}}}"},
         }],
     }
 

@@ -29,9 +29,10 @@ from grafana.macros import QueryContext, Variable, expand
 from grafana.panels import GRID_COLUMNS, UNITS
 from grafana.query import panel_queries
 from grafana.render import (
+    CA_FILE,
     DATASOURCE_UID,
     GRAFANA_DIR,
-    PASSWORD_ENV,
+    PASSWORD_FILE,
     check,
     committed_dashboards,
     dashboard_file,
@@ -186,6 +187,10 @@ def test_datasource_reads_as_the_read_only_dashboards_user(pipeline: PipelineCon
     assert ds["jsonData"]["username"] == dashboard_user(pipeline)
     assert ds["jsonData"]["defaultDatabase"] == pipeline.clickhouse.mart_database
     assert {"host", "port", "protocol"} <= set(ds["jsonData"])
+    # over TLS, the server's certificate verified against the compose CA
+    assert ds["jsonData"]["secure"] is True and ds["jsonData"]["tlsSkipVerify"] is False
+    assert ds["jsonData"]["tlsAuthWithCACert"] is True
+    assert ds["secureJsonData"]["tlsCACert"] == f"$__file{{{CA_FILE}}}"
 
 
 def test_provisioning_holds_no_literal_password() -> None:
@@ -195,8 +200,9 @@ def test_provisioning_holds_no_literal_password() -> None:
         for ds in data.get("datasources", []):
             assert "password" not in ds and "password" not in ds.get("jsonData", {}), path
             for key, value in ds.get("secureJsonData", {}).items():
-                assert re.fullmatch(r"\$\{[A-Z][A-Z0-9_]*\}", value), f"{path}: secureJsonData.{key} must be ${{ENV}}"
-            assert ds.get("secureJsonData", {}).get("password") == f"${{{PASSWORD_ENV}}}"
+                assert re.fullmatch(r"\$__file\{/run/secrets/[a-z0-9.-]+\}", value), (
+                    f"{path}: secureJsonData.{key} must be $__file{{/run/secrets/...}} (a compose secret)")
+            assert ds.get("secureJsonData", {}).get("password") == f"$__file{{{PASSWORD_FILE}}}"
         assert "change-me" not in text
 
 
