@@ -40,12 +40,17 @@ def project() -> dict[str, Any]:
 def test_the_file_loads_with_versions_env(project: dict[str, Any]) -> None:
     versions = load_versions()
     services = project["services"]
-    assert set(services) == {"mongo", "kafka", "connect", "clickhouse", "init", "processor", "grafana"}
+    assert set(services) == {"mongo", "kafka", "kafka-init", "connect", "clickhouse", "init", "processor", "grafana"}
     assert services["kafka"]["image"] == f"apache/kafka:{versions['KAFKA_VERSION']}"
     assert services["mongo"]["image"] == f"mongo:{versions['MONGO_IMAGE_VERSION']}"
     assert services["init"]["build"]["args"]["PYTHON_IMAGE_VERSION"] == versions["PYTHON_IMAGE_VERSION"]
     assert services["processor"]["image"] == services["init"]["image"]  # one image for the project's services
     assert "build" not in services["processor"]
+    # `$${dir:...}` reaches the worker as the provider reference `${dir:...}`; secrets are files
+    assert services["connect"]["environment"]["CONNECT_SASL_JAAS_CONFIG"] == "${dir:/run/secrets:kafka-pf-connect.jaas}"
+    assert project["secrets"]["ca.crt"]["file"].endswith("/compose/secrets/ca.crt")
+    targets = {s.get("target") for s in services["init"]["secrets"]}
+    assert "FRESH_CLICKHOUSE_PASSWORD" in targets and "FRESH_MONGO_URI" in targets
 
 
 def test_without_versions_env_it_fails_naming_the_variable_and_the_fix() -> None:
