@@ -179,6 +179,9 @@ class ServerBackend:
 def _reason(exc: Exception) -> str:
     """The short cause inside a driver's long message (`[Errno 111] Connection refused`, an auth error...)."""
     text = str(exc)
+    tls = re.search(r"\[SSL: [A-Z_]+\] ([^\"'()]+)", text)
+    if tls:
+        return "TLS: " + tls.group(1).strip()
     errno = re.search(r"\[Errno -?\d+\] [^\"')]+", text)
     if errno:
         return errno.group(0)
