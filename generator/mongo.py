@@ -33,5 +33,8 @@ def describe(exc: PyMongoError) -> str:
     """One short line for a pymongo error (server selection errors carry a whole topology dump)."""
     if isinstance(exc, ServerSelectionTimeoutError):
         first = str(exc).split(",", 1)[0].split(" (configured timeouts", 1)[0]
+        if "certificate verify failed" in first.lower():
+            return (f"MongoDB's TLS certificate is not trusted ({first}); set FRESH_MONGO_TLS_CA_FILE to the CA "
+                    "that signed it")
         return f"MongoDB is not reachable ({first}); start it (`freshctl stack up`) or set FRESH_MONGO_URI"
     return str(exc)
