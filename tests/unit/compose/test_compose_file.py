@@ -626,3 +626,52 @@ def test_grafana_is_pinned_provisioned_read_only_and_reads_as_the_dashboards_use
     assert CA_FILE.removeprefix("/run/secrets/") in mounted
     assert env_of(grafana)["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana-admin.password"
     assert container_ports(grafana) == {3000}
+
+
+# ---- kafka-init: the script run with stub Kafka tools --------------------------------------------
+
+
+def test_kafka_init_sets_every_user_and_adds_exactly_the_acls_of_the_table(tmp_path: Path, generated: Path) -> None:
+    """compose/kafka/init.sh with kafka-configs.sh / kafka-acls.sh stubs that record their arguments
+    (and the admin client config they were given): what the kafka-init service would run."""
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    calls = tmp_path / "calls"
+    for tool in ("kafka-configs.sh", "kafka-acls.sh"):
+        stub = stubs / tool
+        stub.write_text(
+            "#!/usr/bin/env bash\n"
+            f'{{ echo "{tool}"; for a in "$@"; do echo "$a"; done; '
+            'while [ $# -gt 0 ]; do if [ "$1" = --command-config ]; then cat "$2"; fi; shift; done; '
+            f'echo "--end--"; }} >> {calls}\n', encoding="utf-8")
+        stub.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "PF_KAFKA_BIN": str(stubs), "PF_KAFKA_CONF": str(REPO_ROOT / "compose" / "kafka"),
+           "PF_SECRETS": str(generated)}
+    run = subprocess.run(["bash", str(REPO_ROOT / "compose" / "kafka" / "init.sh")], env=env, capture_output=True,
+                         text=True, check=False, timeout=60)
+    assert run.returncode == 0, run.stderr
+    invocations = [block.strip().splitlines() for block in calls.read_text(encoding="utf-8").split("--end--")
+                   if block.strip()]
+    admin_password = (generated / "kafka-pf-admin.password").read_text(encoding="ascii")
+    users = {}
+    acls = set()
+    for lines in invocations:
+        tool, args, config = lines[0], lines[1:], "\n".join(lines)
+        assert "security.protocol=SASL_SSL" in config and f'username="pf-admin" password="{admin_password}"' in config
+        assert args[args.index("--bootstrap-server") + 1] == kafka_internal_bootstrap({})
+        if tool == "kafka-configs.sh":
+            users[args[args.index("--entity-name") + 1]] = args[args.index("--add-config") + 1]
+        else:
+            assert "--add" in args and "--remove" not in args
+            ops = ",".join(args[i + 1] for i, a in enumerate(args) if a == "--operation")
+            kind = next(a.removeprefix("--") for a in args if a in ("--topic", "--group", "--transactional-id",
+                                                                      "--cluster"))
+            name = args[args.index(f"--{kind}") + 1] if kind != "cluster" else "kafka-cluster"
+            principal = args[args.index("--allow-principal") + 1].removeprefix("User:")
+            acls.add(f"{principal} {ops} {kind} {name} {args[args.index('--resource-pattern-type') + 1]}")
+    assert users == {u: f"SCRAM-SHA-512=[password={(generated / f'kafka-{u}.password').read_text(encoding='ascii')}]"
+                     for u in ("pf-connect", "pf-processor", "pf-clickhouse")}
+    table = {line for line in (REPO_ROOT / "compose" / "kafka" / "acls.txt").read_text(encoding="utf-8").splitlines()
+             if line.strip() and not line.startswith("#")}
+    assert acls == table
+    assert admin_password not in run.stdout + run.stderr, "kafka-init prints no password"
