@@ -321,6 +321,7 @@ def test_ingest_sigkill_mid_batch_is_restarted_by_its_supervisor(live: Live) -> 
     print(f"ingest SIGKILL mid-batch during {changes} changes: cdc_records={counts['cdc']} raw_rows={counts['raw']} "
           f"raw_rows_repeating_a_version={counts['raw_repeats']} lost=0 supervisor_restarts={state['restarts']} "
           f"kill->restarted_s={restarted_at - killed:.1f} restarted->consuming_s={consuming_at - restarted_at:.1f} "
+          f"kill->consuming_s={consuming_at - killed:.1f} "
           f"restarted->MART=MongoDB_s={fresh_at - restarted_at:.1f} (the changes ended "
           f"{box['ended'] - restarted_at:+.1f}s after the restart; MART equal {fresh_s:.1f}s after they ended and "
           "the ingest consumed again)")
