@@ -19,6 +19,7 @@ times are printed, never asserted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -43,6 +44,7 @@ from connectors.apply import apply, wait_for_state
 from connectors.connect_api import ConnectApi
 from connectors.render import render
 from fresh.clients import kafka_admin, kafka_config, mongo_client
+from fresh.errors import FreshError
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 from fresh.wait import wait_until
@@ -223,12 +225,15 @@ def live(pipeline: PipelineConfig, settings: Settings, unique: str, tmp_path: Pa
     finally:
         ingest.stop_service("ingest", 90)
         name = cfg.kafka.connector_name
-        if name in api.list_connectors():
-            api.stop(name)
-            wait_for_state(api, name, "STOPPED", timeout_s=60)
-            api.delete(name)
-        mongo.drop_database(cfg.mongodb.database)
-        mongo.close()
+        try:
+            if name in api.list_connectors():
+                with contextlib.suppress(FreshError):  # a FAILED connector cannot stop; it is deleted all the same
+                    api.stop(name)
+                    wait_for_state(api, name, "STOPPED", timeout_s=60)
+                api.delete(name)
+        finally:
+            mongo.drop_database(cfg.mongodb.database)
+            mongo.close()
 
 
 def expected_cdc(seeded: int, report: ChangeReport) -> int:
