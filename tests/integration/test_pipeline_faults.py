@@ -324,6 +324,8 @@ def test_ingest_sigkill_mid_batch_is_restarted_by_its_supervisor(live: Live) -> 
                max_interval_s=0.2)
     restarted_at = time.monotonic()
     at_restart = live.raw_rows()
+    final_raw = live.seeded + changes  # one RAW row per change (a delete's tombstone makes none)
+    assert at_restart < final_raw, "the killed ingest had consumed everything: the kill proves nothing"
     wait_until(lambda: live.raw_rows() > at_restart, timeout_s=180, what="the restarted ingest to consume",
                interval_s=0.1, max_interval_s=0.2)
     consuming_at = time.monotonic()
