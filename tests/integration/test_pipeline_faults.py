@@ -25,6 +25,7 @@ import os
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +106,17 @@ def version(m: Msg, business_key: str) -> tuple[str, int]:
     return str(doc.get(business_key) or doc.get("_id") or json.loads(m.key or b"{}")["id"]), int(doc["__source_ts_ms"])
 
 
+def identities(cfg: PipelineConfig, records: list[Msg]) -> Counter[tuple[Any, ...]]:
+    """Each CDC or `_secure` record as (entity, key, op, version); a tombstone as (entity, key); a
+    record twice counts twice."""
+    out: Counter[tuple[Any, ...]] = Counter()
+    for m in records:
+        entity = next(e.name for e in cfg.entities.values() if m.topic in (e.cdc_topic, e.secure_topic))
+        doc = json.loads(m.value) if m.value is not None else None
+        out[(entity, m.key) if doc is None else (entity, m.key, doc["__op"], doc["__source_ts_ms"])] += 1
+    return out
+
+
 @dataclass
 class Live:
     """One isolated pipeline on the shared stack (see the module docstring)."""
@@ -158,14 +170,16 @@ class Live:
                    for e in self.cfg.entities)
 
     def check_layers(self) -> dict[str, int]:
-        """The claims after a fault: `_secure` holds each CDC record once (read committed); RAW holds
+        """The claims after a fault: `_secure` holds each CDC record once (read committed; the same
+        multiset of (entity, key, op, version), Debezium's re-sent records included); RAW holds
         every (key, version) of `_secure`, MART FINAL one row per key. Returns the counts: CDC
         records, RAW rows and RAW rows repeating a (key, version)."""
         cfg = self.cfg
         cdc = self.cdc()
         secure = read_all(self.settings, cfg.secure_topics)
-        assert len(secure) == len(cdc), f"_secure {len(secure)} records, CDC {len(cdc)}: the processor lost or " \
-                                        "duplicated some"
+        cdc_ids, secure_ids = identities(cfg, cdc), identities(cfg, secure)
+        assert secure_ids == cdc_ids, f"the processor lost {sum((cdc_ids - secure_ids).values())} and duplicated " \
+                                      f"{sum((secure_ids - cdc_ids).values())} CDC records"
         assert read_all(self.settings, [cfg.kafka.dlq_topic]) == []
         raw_db, mart_db = cfg.clickhouse.raw_database, cfg.clickhouse.mart_database
         raw_rows = raw_repeats = 0
