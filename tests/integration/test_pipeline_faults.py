@@ -284,7 +284,16 @@ def finish(thread: threading.Thread, box: dict[str, Any]) -> ChangeReport:
 # ---- Kafka Connect SIGKILLed during a change stream ------------------------------------------
 
 
-def test_connect_sigkill_during_a_change_stream(live: Live, local_stack: LocalStack) -> None:
+@pytest.fixture
+def connect(local_stack: LocalStack) -> Iterator[LocalStack]:
+    """The shared stack whose Connect worker a test may kill; it runs again when the test ends."""
+    yield local_stack
+    if local_stack.pid_of("connect") is None:
+        local_stack.up(["connect"])
+
+
+def test_connect_sigkill_during_a_change_stream(live: Live, connect: LocalStack) -> None:
+    local_stack = connect
     live.wait_equal(300, "snapshot")
     assert len(live.cdc()) == live.seeded  # the count below rests on this: one record per document
     changes = 300
