@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 
+# Server-wide librdkafka settings of the Kafka engine (the consumer group session timeout).
+KAFKA_ENGINE_CONFIG = Path(__file__).with_name("kafka_engine.xml")
+
 
 class Backend(Protocol):
     kind: str
@@ -64,7 +67,8 @@ class ChdbBackend:
             ) from None
         self.path = path
         try:
-            self._session = session.Session(str(path))
+            # the query string goes to the engine as start-up arguments: its config file
+            self._session = session.Session(f"file:{path}?config-file={KAFKA_ENGINE_CONFIG}")
         except Exception as exc:  # chdb raises plain RuntimeError
             raise ClickHouseError(
                 f"cannot open the embedded ClickHouse (chdb) at {path}: {exc} "

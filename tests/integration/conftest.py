@@ -81,40 +81,57 @@ def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(tmp_path_factory.mktemp("chdb"))
 
 
+@contextmanager
+def processor_thread(cfg: PipelineConfig, keyring: KeyringSource, bootstrap: str,
+                     instance_id: str) -> Iterator[Processor]:
+    """The PII processor for `cfg` running in a thread while the block runs; on exit it stops,
+    must have ended within 60 s, and an exception of its thread is re-raised (the test fails with
+    it, even if it passed otherwise), never lost."""
+    processor = Processor(cfg, keyring, ProcessorOptions(bootstrap=bootstrap, instance_id=instance_id))
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            processor.run(stop)
+        except BaseException as exc:  # re-raised below, on the test's thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    try:
+        yield processor
+    finally:
+        stop.set()
+        worker.join(60)
+    assert not worker.is_alive(), "the PII processor did not stop within 60 s"
+    if errors:
+        raise AssertionError(f"the PII processor thread failed: {errors[0]!r}") from errors[0]
+
+
+@pytest.fixture
+def running_processor(bootstrap: str) -> Callable[..., Any]:
+    """`with running_processor(cfg, keyring_source, instance_id):` (see `processor_thread`)."""
+    return lambda cfg, keyring, instance_id: processor_thread(cfg, keyring, bootstrap, instance_id)
+
+
 @pytest.fixture
 def secure_pipeline_running(bootstrap: str, chdb_path: str, tmp_path: Path) -> Callable[..., Any]:
     """`with secure_pipeline_running(cfg, instance_id) as (keyring, backend):` runs the PII processor
-    for `cfg` in a thread (with a fresh tmp keyring) and migrates ClickHouse on the embedded engine;
-    on exit the processor stops, must have ended, and the engine session closes. An exception of
-    the processor thread is re-raised on exit (the test fails with it, even if it passed
-    otherwise), never lost."""
+    for `cfg` in a thread (`processor_thread`, with a fresh tmp keyring) and migrates ClickHouse on
+    the embedded engine; on exit the processor stops, must have ended, and the engine session
+    closes. An exception of the processor thread is re-raised on exit, never lost."""
 
     @contextmanager
     def run(cfg: PipelineConfig, instance_id: str) -> Iterator[tuple[KeyringSource, ChdbBackend]]:
         keyring = KeyringSource(tmp_path / "keyring.json", allow_unwrapped=True)
         keyring.generate()
-        processor = Processor(cfg, keyring, ProcessorOptions(bootstrap=bootstrap, instance_id=instance_id))
-        stop = threading.Event()
-        errors: list[BaseException] = []
-
-        def work() -> None:
+        with processor_thread(cfg, keyring, bootstrap, instance_id):
+            backend = ChdbBackend(Path(chdb_path))
             try:
-                processor.run(stop)
-            except BaseException as exc:  # re-raised below, on the test's thread
-                errors.append(exc)
-
-        worker = threading.Thread(target=work, daemon=True)
-        worker.start()
-        backend = ChdbBackend(Path(chdb_path))
-        try:
-            migrate(backend, render_migrations(cfg, bootstrap), cfg.clickhouse.raw_database)
-            yield keyring, backend
-        finally:
-            stop.set()
-            worker.join(60)
-            backend.close()
-        assert not worker.is_alive(), "the PII processor did not stop within 60 s"
-        if errors:
-            raise AssertionError(f"the PII processor thread failed: {errors[0]!r}") from errors[0]
+                migrate(backend, render_migrations(cfg, bootstrap), cfg.clickhouse.raw_database)
+                yield keyring, backend
+            finally:
+                backend.close()
 
     return run

@@ -1,5 +1,6 @@
-"""The generator against the real Mongo server of the local stack: counts, idempotence,
-referential integrity, scale, change mode and the CLI."""
+"""The generator against the local stack's MongoDB server (mongo-java-server, a wire-protocol
+emulator with our change-stream layer, not mongod): counts, idempotence, referential integrity,
+scale, change mode and the CLI."""
 
 from __future__ import annotations
 
