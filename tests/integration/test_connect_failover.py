@@ -95,7 +95,7 @@ def cdc_records(bootstrap: str, topics: list[str]) -> list[tuple[str, bytes | No
             for msg in consumer.consume(5000, 0.5):
                 if msg.error() is None:
                     key = (str(msg.topic()), int(msg.partition() or 0))
-                    out.append((key[0], msg.key(), msg.value()))  # type: ignore[arg-type]
+                    out.append((key[0], msg.key(), msg.value()))
                     if int(msg.offset() or 0) + 1 >= ends[key]:
                         done.add(key)
             return done == set(ends)
