@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fresh.errors import ConfigError
@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
     connect_port: int = 8083
+    # Kafka Connect workers in the stack's one Connect group; worker i listens on connect_port + i - 1.
+    connect_workers: int = Field(default=1, ge=1)
     mongo_port: int = 27017
 
     # Clients. Empty means "the local stack on the ports above".

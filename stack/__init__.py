@@ -4,3 +4,11 @@ MongoDB wire-protocol server, all from Maven Central jars, plus the embedded Cli
 starts it, `freshctl stack down` stops exactly what it started."""
 
 SUPERVISED = ("ingest", "processor", "changes")  # supervised services (stack/supervisor.py), in start order
+
+MAX_CONNECT_WORKERS = 4  # Kafka Connect workers the local stack can run in one group (FRESH_CONNECT_WORKERS)
+
+
+def connect_service_names(workers: int) -> list[str]:
+    """The service names of `workers` Connect workers: `connect`, `connect-2`, ... (worker i's REST
+    port is FRESH_CONNECT_PORT + i - 1)."""
+    return ["connect", *(f"connect-{i}" for i in range(2, workers + 1))]

@@ -13,7 +13,12 @@ if TYPE_CHECKING:
 
 # stack.services (requests, the Kafka and MongoDB drivers) is imported inside each command: a TAB
 # in `freshctl stack ...` loads this module and must stay quick.
-from stack import SUPERVISED
+from stack import MAX_CONNECT_WORKERS, SUPERVISED, connect_service_names
+
+CONNECT_WORKERS_OPTION = click.option(
+    "--connect-workers", type=click.IntRange(1, MAX_CONNECT_WORKERS), default=None,
+    help="Kafka Connect workers in the one Connect group (FRESH_CONNECT_WORKERS; worker i listens on "
+         "FRESH_CONNECT_PORT + i - 1). [default: 1]")
 
 
 @click.group()
@@ -23,6 +28,7 @@ def stack() -> None:
     \b
     Examples:
       freshctl stack up            # fetch jars on first use, start everything, wait until ready
+      freshctl stack up --connect-workers 2   # Kafka Connect as two workers of one group
       freshctl stack status        # what runs, where, and whether it is ready
       freshctl stack logs connect  # last lines of the Connect worker's log
       freshctl stack down          # stop exactly the processes the stack started
@@ -32,10 +38,12 @@ def stack() -> None:
 @stack.command()
 @click.option("--service", "services", multiple=True, type=click.Choice(["kafka", "connect", "mongo"]),
               help="Start only these services (repeatable). Default: all.")
+@CONNECT_WORKERS_OPTION
 @click.option("--dry-run", is_flag=True, help="Show what would be started, start nothing.")
 @OUTPUT_OPTION
 @click.pass_obj
-def up(settings: Settings, services: tuple[str, ...], dry_run: bool, output: str) -> None:
+def up(settings: Settings, services: tuple[str, ...], connect_workers: int | None, dry_run: bool,
+       output: str) -> None:
     """Start the stack and wait until every service is ready (idempotent: running services are
     reused, not twinned). A port taken by another process fails at once, naming its setting.
 
@@ -43,13 +51,16 @@ def up(settings: Settings, services: tuple[str, ...], dry_run: bool, output: str
     Examples:
       freshctl stack up
       freshctl stack up --service kafka --service mongo
+      freshctl stack up --connect-workers 2   # a second worker (connect-2) joins the running one
       freshctl stack up --dry-run
     """
     from stack.services import LocalStack
 
+    if connect_workers is not None:
+        settings = settings.model_copy(update={"connect_workers": connect_workers})
     local = LocalStack(settings)
     if dry_run:
-        wanted = [n for n in local.services if not services or n in services]
+        wanted = local.wanted(list(services) or None)
         running = [n for n in wanted if local.pid_of(n)]
         to_start = [n for n in wanted if n not in running]
         if output == "json":
@@ -114,7 +125,8 @@ def status(settings: Settings, output: str) -> None:
 
 
 @stack.command()
-@click.argument("service", type=click.Choice(["kafka", "connect", "mongo", *SUPERVISED]))
+@click.argument("service", type=click.Choice(["kafka", *connect_service_names(MAX_CONNECT_WORKERS), "mongo",
+                                               *SUPERVISED]))
 @click.option("-n", "--lines", default=50, show_default=True, help="How many lines to show.")
 @click.pass_obj
 def logs(settings: Settings, service: str, lines: int) -> None:
@@ -124,6 +136,7 @@ def logs(settings: Settings, service: str, lines: int) -> None:
     Examples:
       freshctl stack logs kafka
       freshctl stack logs connect -n 200
+      freshctl stack logs connect-2    # the second Connect worker (stack up --connect-workers 2)
       freshctl stack logs processor    # the PII processor `freshctl up` supervises
     """
     from stack.services import LocalStack

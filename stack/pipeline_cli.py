@@ -12,6 +12,7 @@ import click
 
 from fresh import progress
 from fresh.output import OUTPUT_OPTION, print_rows
+from stack.cli import CONNECT_WORKERS_OPTION
 
 if TYPE_CHECKING:
     from fresh.settings import Settings
@@ -41,11 +42,12 @@ def _progress() -> Callable[[str], None]:
               help="Wait until MART holds what MongoDB holds (the check), or not.")
 @click.option("--timeout", "timeout_s", type=float, default=300.0, show_default=True,
               help="Seconds to wait for MART to hold what MongoDB holds.")
+@CONNECT_WORKERS_OPTION
 @click.option("--dry-run", is_flag=True, help="Show each step and whether it would start or reuse; change nothing.")
 @OUTPUT_OPTION
 @click.pass_obj
 def up_command(settings: Settings, no_seed: bool, seed_value: int, changes: int, rate: float, wait: bool,
-               timeout_s: float, dry_run: bool, output: str) -> None:
+               timeout_s: float, connect_workers: int | None, dry_run: bool, output: str) -> None:
     """Bring the whole local pipeline up and check it.
 
     Stack, keyring, ClickHouse schema, connectors,
@@ -59,9 +61,13 @@ def up_command(settings: Settings, no_seed: bool, seed_value: int, changes: int,
       freshctl up
       freshctl up --changes 100000 --rate 50     # keep changes flowing; watch with `freshctl status`
       freshctl up --no-seed
+      freshctl up --connect-workers 2            # Kafka Connect as two workers of one group
       freshctl up --dry-run
     """
     from stack import pipeline as pipeline_mod
+
+    if connect_workers is not None:
+        settings = settings.model_copy(update={"connect_workers": connect_workers})
 
     opts = pipeline_mod.UpOptions(seed=not no_seed, seed_value=seed_value, changes=changes, rate=rate,
                                   timeout_s=timeout_s, environment=settings.environment, wait=wait)

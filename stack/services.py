@@ -2,9 +2,10 @@
 
 Each service is a JVM started in its own session with a marker system property
 (`-Dprobablyfresh.stack=<home>#<service>`), its PID written to `<home>/run/<service>.pid` and its
-output to `<home>/logs/<service>.log`. A PID counts as ours only while its command line still
-carries the marker, so `down` never signals a process this stack did not start, and a second
-`up` reuses what already runs instead of starting twins.
+output to `<home>/logs/<service>.log`. Kafka Connect may run as several workers of one distributed
+group (`connect`, `connect-2`, ...: FRESH_CONNECT_WORKERS), each a service of its own. A PID counts
+as ours only while its command line still carries the marker, so `down` never signals a process
+this stack did not start, and a second `up` reuses what already runs instead of starting twins.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from fresh.clients import kafka_admin, mongo_client
 from fresh.errors import PortInUseError, StackError, WaitTimeoutError
 from fresh.settings import Settings
 from fresh.wait import wait_until
-from stack import SUPERVISED, jars
+from stack import MAX_CONNECT_WORKERS, SUPERVISED, connect_service_names, jars
 from stack.supervisor import read_state, supervised_services
 from stack.versions import load_versions
 
@@ -40,6 +42,9 @@ log = logging.getLogger(__name__)
 JAVA_DIR = Path(__file__).parent / "java"
 DEBEZIUM_CONNECTOR_CLASS = "io.debezium.connector.mongodb.MongoDbConnector"
 MIN_JAVA = 17
+# How long the Connect group keeps a departed worker's connectors and tasks unassigned, waiting for it
+# to come back, before it gives them to the other workers (Kafka's default: 5 minutes).
+CONNECT_REBALANCE_DELAY_MS = 10_000
 
 
 class ServiceDied(StackError):
@@ -77,6 +82,12 @@ class LocalStack:
         self.conf_dir = self.home / "conf"
         self.data_dir = self.home / "data"
         self.plugin_dir = self.home / "plugins"
+        # The Connect workers: as many as the settings ask for, or as run now (so `down`, `status`
+        # and `logs` see a second worker that `stack up --connect-workers 2` started).
+        self.connect_workers = max(settings.connect_workers, self._running_connect_workers())
+        if self.connect_workers > MAX_CONNECT_WORKERS:
+            raise StackError(f"FRESH_CONNECT_WORKERS={settings.connect_workers}: the local stack runs at most "
+                             f"{MAX_CONNECT_WORKERS} Connect workers")
         self.services = self._define_services()
         # The pipeline's own services (ClickHouse ingest, PII processor, change mode), supervised:
         # started by `freshctl up`, stopped by `down` like the JVMs (stack/supervisor.py).
@@ -86,7 +97,7 @@ class LocalStack:
 
     def _define_services(self) -> dict[str, Service]:
         s = self.settings
-        return {
+        services = {
             "mongo": Service(
                 name="mongo",
                 ports={"FRESH_MONGO_PORT": s.mongo_port},
@@ -104,16 +115,34 @@ class LocalStack:
                 ready_timeout_s=90,
                 prepare=self._format_kafka_storage,
             ),
-            "connect": Service(
-                name="connect",
-                ports={"FRESH_CONNECT_PORT": s.connect_port},
-                address=f"http://127.0.0.1:{s.connect_port}",
-                command=self._connect_command,
-                ready=self._connect_ready,
+        }
+        for i, name in enumerate(connect_service_names(self.connect_workers)):
+            port = s.connect_port + i
+            services[name] = Service(
+                name=name,
+                ports={"FRESH_CONNECT_PORT": port},  # worker i + 1 listens on FRESH_CONNECT_PORT + i
+                address=f"http://127.0.0.1:{port}",
+                command=partial(self._connect_command, name, port),
+                ready=partial(self._connect_ready, port),
                 ready_timeout_s=120,
                 prepare=self._install_debezium_plugin,
-            ),
-        }
+            )
+        return services
+
+    def _running_connect_workers(self) -> int:
+        """The highest worker number with a PID file (a stale one is dropped by `pid_of` later)."""
+        numbers = [int(p.stem.rsplit("-", 1)[1]) for p in self.run_dir.glob("connect-*.pid")
+                   if p.stem.rsplit("-", 1)[1].isdigit()]
+        return max(numbers, default=1)
+
+    def wanted(self, names: list[str] | None) -> list[str]:
+        """The services `names` selects (None: all); "connect" means every Connect worker."""
+        return [n for n in self.services
+                if names is None or n in names or ("connect" in names and n in self.connect_names)]
+
+    @property
+    def connect_names(self) -> list[str]:
+        return connect_service_names(self.connect_workers)
 
     def _marker(self, name: str) -> str:
         return f"-Dprobablyfresh.stack={self.home}#{name}"
@@ -140,10 +169,10 @@ class LocalStack:
             "kafka", "1g", str(self.jars_root / "kafka" / "*"), "kafka.Kafka", str(self._kafka_properties())
         )
 
-    def _connect_command(self) -> list[str]:
+    def _connect_command(self, name: str, port: int) -> list[str]:
         return self._java(
-            "connect", "1g", str(self.jars_root / "kafka" / "*"),
-            "org.apache.kafka.connect.cli.ConnectDistributed", str(self._connect_properties()),
+            name, "1g", str(self.jars_root / "kafka" / "*"),
+            "org.apache.kafka.connect.cli.ConnectDistributed", str(self._connect_properties(name, port)),
         )
 
     # ---- config files --------------------------------------------------------------------
@@ -193,9 +222,12 @@ class LocalStack:
             "auto.create.topics.enable=true",
         ])
 
-    def _connect_properties(self) -> Path:
+    def _connect_properties(self, name: str = "connect", port: int | None = None) -> Path:
+        """Worker `name`'s config: every worker of the stack is in one group (same group.id and
+        internal topics); only the REST port differs."""
         s = self.settings
-        return self._write_conf("connect.properties", [
+        port = s.connect_port if port is None else port
+        return self._write_conf(f"{name}.properties", [
             f"bootstrap.servers={s.kafka_bootstrap}",
             "group.id=probablyfresh-connect",
             "key.converter=org.apache.kafka.connect.json.JsonConverter",
@@ -209,9 +241,10 @@ class LocalStack:
             "offset.storage.replication.factor=1",
             "status.storage.replication.factor=1",
             "offset.flush.interval.ms=1000",
-            f"listeners=http://127.0.0.1:{s.connect_port}",
+            f"scheduled.rebalance.max.delay.ms={CONNECT_REBALANCE_DELAY_MS}",
+            f"listeners=http://127.0.0.1:{port}",
             "rest.advertised.host.name=127.0.0.1",
-            f"rest.advertised.port={s.connect_port}",
+            f"rest.advertised.port={port}",
             f"plugin.path={self.plugin_dir}",
             # Credentials in connector configs are provider references, resolved here.
             "config.providers=file,env",
@@ -264,8 +297,8 @@ class LocalStack:
         admin = kafka_admin(self.settings, {"log_level": 0})
         return bool(admin.list_topics(timeout=3).brokers)
 
-    def _connect_ready(self) -> bool:
-        base = self.settings.connect_url
+    def _connect_ready(self, port: int) -> bool:
+        base = f"http://127.0.0.1:{port}"
         requests.get(f"{base}/", timeout=2).raise_for_status()
         plugins = requests.get(f"{base}/connector-plugins", timeout=5).json()
         return any(p.get("class") == DEBEZIUM_CONNECTOR_CLASS for p in plugins)
@@ -345,7 +378,7 @@ class LocalStack:
 
     def up(self, names: list[str] | None = None) -> UpReport:
         t0 = time.monotonic()
-        wanted = [n for n in self.services if names is None or n in names]
+        wanted = self.wanted(names)
         self.home.mkdir(parents=True, exist_ok=True)
         for name in wanted:  # a taken port fails at once, before minutes of fetching jars
             if not self.pid_of(name):
@@ -361,15 +394,15 @@ class LocalStack:
                     self._start(self.services[name])
         if "kafka" in wanted:
             self._await_ready(self.services["kafka"])
-        if "connect" in wanted:
-            if self.pid_of("connect"):
-                reused.append("connect")
-            else:
-                if "kafka" not in wanted:
-                    self._await_ready(self.services["kafka"])
-                self._start(self.services["connect"])
-                started.append("connect")
-        for name in ("mongo", "connect"):
+        connects = [n for n in self.connect_names if n in wanted]
+        pending = [n for n in connects if not self.pid_of(n)]
+        reused += [n for n in connects if n not in pending]
+        if pending and "kafka" not in wanted:
+            self._await_ready(self.services["kafka"])
+        for name in pending:  # the workers start side by side and join one group
+            self._start(self.services[name])
+            started.append(name)
+        for name in ("mongo", *connects):
             if name in wanted:
                 self._await_ready(self.services[name])
         return UpReport(started=started, reused=reused, seconds=time.monotonic() - t0)
@@ -464,7 +497,8 @@ class LocalStack:
         return rows
 
     def tail(self, name: str, lines: int = 50) -> str:
-        if name not in self.services and name not in self.supervised:
+        if name not in self.services and name not in self.supervised \
+                and name not in connect_service_names(MAX_CONNECT_WORKERS):
             known = ", ".join([*self.services, *self.supervised])
             raise StackError(f"unknown service {name!r}; known services: {known}")
         path = self.log_file(name)
