@@ -120,8 +120,9 @@ def snapshot_cmd(settings: Settings, out_dir: Path | None, only: tuple[str, ...]
     from grafana.query import run_dashboard
     from grafana.render import GRAFANA_DIR, committed_dashboards
     from grafana.snapshot import write_snapshot
+    from grafana.snapshot_files import snapshot_dir
 
-    out_dir = out_dir or settings.stack_home / "snapshots"
+    out_dir = out_dir or snapshot_dir(settings)
     boards = {Path(rel).stem: data for rel, data in committed_dashboards(GRAFANA_DIR).items()}
     unknown = sorted(set(only) - set(boards))
     if unknown:
