@@ -108,7 +108,7 @@ def snapshot_cmd(settings: Settings, out_dir: Path | None, only: tuple[str, ...]
     """Run every panel's query on the configured ClickHouse and draw each dashboard (PNG + HTML).
 
     Reads the committed dashboard JSON (what Grafana loads). No Grafana server, browser or
-    network needed. The chdb backend needs the data folder to itself (stop `clickhouse ingest`).
+    network needed. While `clickhouse ingest` (or `up`) runs, the queries go through it.
 
     \b
     Examples:
