@@ -11,16 +11,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from clickhouse import secure_records as sr
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test record builders (tests/)
+
 from clickhouse.backend import ChdbBackend
 from clickhouse.migrate import migrate
 from clickhouse.render import render_migrations
 from fresh.pipeline import load_pipeline_config
 from fresh.settings import load_settings
+from tests import secure_records as sr
 
 
 def main() -> None:

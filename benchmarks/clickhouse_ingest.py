@@ -10,20 +10,23 @@ this client allow), so the ingest rate is also printed as a ratio of it.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test record builders (tests/)
+
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from clickhouse import secure_records as sr
 from clickhouse.backend import ChdbBackend
 from clickhouse.migrate import migrate
 from clickhouse.render import KafkaTuning, render_migrations
 from fresh.pipeline import PipelineConfig, load_pipeline_config
 from fresh.settings import load_settings
 from fresh.wait import wait_until
+from tests import secure_records as sr
 
 
 def _config(base: PipelineConfig, tag: str) -> PipelineConfig:

@@ -24,13 +24,14 @@ import shutil
 import statistics
 import tempfile
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from clickhouse.backend import ChdbBackend
 from clickhouse.migrate import migrate
 from clickhouse.render import render_migrations
+from fresh import cdc_record
 from fresh.pipeline import PipelineConfig, load_pipeline_config
 from fresh.settings import load_settings
 from generator.domain import Domain, Plan
@@ -39,7 +40,6 @@ from grafana import catalog
 from grafana.query import run_dashboard
 from grafana.render import dashboard_json
 from grafana.snapshot import write_snapshot
-from smt.cdc_records import cdc_key, cdc_value
 from smt.keyring import KeyringSource
 from smt.transform import Transformer
 
@@ -48,18 +48,6 @@ _KAFKA_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\S+_queue) \(\s*payload 
 _NULL_QUEUE = ("CREATE TABLE IF NOT EXISTS {name} (payload String, _key String, _topic LowCardinality(String), "
                "_partition UInt64, _offset UInt64, _timestamp Nullable(DateTime), _error String, "
                "_raw_message String) ENGINE = Null")
-
-
-def _cdc_json(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return int(value.timestamp() * 1000)
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _cdc_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_cdc_json(v) for v in value]
-    return value
 
 
 def schema_without_kafka(backend: ChdbBackend, cfg: PipelineConfig) -> None:
@@ -84,9 +72,9 @@ def load(backend: ChdbBackend, cfg: PipelineConfig, plan: Plan, keyring_path: Pa
         queue = f"{cfg.clickhouse.raw_database}.{entity}_queue"
         lines: list[str] = []
         for i, doc in enumerate(domain.stream(entity)):
-            secure = transform(cdc_value(_cdc_json(doc), "r", 1_735_689_600_000 + i), keyring)
+            secure = transform(cdc_record.value(cdc_record.from_document(doc), "r", 1_735_689_600_000 + i), keyring)
             assert secure is not None
-            lines.append(json.dumps({"payload": secure.decode(), "_key": cdc_key(doc["_id"]).decode(),
+            lines.append(json.dumps({"payload": secure.decode(), "_key": cdc_record.key(doc["_id"]).decode(),
                                      "_topic": e.secure_topic, "_partition": 0, "_offset": i, "_error": ""}))
             if len(lines) == BATCH:
                 backend.execute(f"INSERT INTO {queue} FORMAT JSONEachRow\n" + "\n".join(lines))

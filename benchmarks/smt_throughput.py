@@ -24,11 +24,14 @@ import io
 import json
 import pstats
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test record builders (tests/)
 from typing import Any
 
 import yaml
@@ -38,11 +41,11 @@ from cryptography.fernet import Fernet
 
 from fresh.pipeline import PipelineConfig
 from fresh.settings import load_settings
-from smt.cdc_records import mixed_records
 from smt.keyring import KeyringSource
 from smt.normalize import normalize_phone
 from smt.processor import Processor, ProcessorOptions, ensure_topics
 from smt.transform import RecordError
+from tests.cdc_records import mixed_records
 
 HERE = Path(__file__).resolve().parent
 

@@ -26,12 +26,13 @@ not stop anything): MART ignores it, RAW keeps it in `payload`, `<mart>.schema_d
 from __future__ import annotations
 
 from clickhouse.fields import fields_for
+from fresh import secure_record
 
 DECIMAL_SCALE = 2
 DECIMAL_LIMIT = "10000000000"  # 10^10: Decimal(12, 2) holds 10 integer digits
 _NUMBER = r"-?[0-9][0-9.eE+-]*"
-# Top-level keys that are not contract fields but always present (Debezium's added fields).
-META_KEYS = ("_id", "__op", "__source_ts_ms", "__deleted")
+# Top-level keys that are not payload fields but always present (Debezium's added fields).
+META_KEYS = secure_record.META_FIELDS
 
 # JSON fields that hold a list (the other "json" fields hold an object).
 ARRAY_FIELDS = ("items",)

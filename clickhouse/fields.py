@@ -1,17 +1,13 @@
-"""The document fields each entity carries in its `_secure` record (the data contract), and how
-RAW keeps them. Entity names, business keys and topics come from the pipeline config; this file
-only knows the payload shape, which the config does not describe.
-
-A field is `pii` when its RAW column holds a ciphertext (the PII policy encrypts it). Blind
-indexes (`*_bidx`, HMACs) are not PII: they exist so analysts can count and join without
-decrypting. The full `payload` column is PII as it embeds the ciphertexts.
+"""How RAW keeps the payload fields of each entity's `_secure` record. Which fields a record
+carries, their JSON kinds and which are PII is the `_secure` record contract
+(fresh/secure_record.py); this file only maps it to ClickHouse column types and extractions.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fresh.errors import ConfigError
+from fresh import secure_record
 
 # kind -> (RAW column type, extraction from the JSON text in `payload`)
 _KINDS = {
@@ -25,11 +21,8 @@ _KINDS = {
 
 
 @dataclass(frozen=True)
-class Field:
-    column: str
-    path: tuple[str, ...]
-    kind: str = "string"
-    pii: bool = False
+class Field(secure_record.Field):
+    """A contract field with its RAW column type and extraction."""
 
     @property
     def raw_type(self) -> str:
@@ -44,7 +37,7 @@ class Field:
         return f"{_KINDS[self.kind][1]}({source}, {keys})"
 
 
-_META = (("_id", "String"), ("__op", "String"), ("__source_ts_ms", "Int64"), ("__deleted", "String"))
+_META = tuple(zip(secure_record.META_FIELDS, ("String", "String", "Int64", "String"), strict=True))
 
 
 def payload_tuple_type(fields: list[Field]) -> str:
@@ -77,43 +70,6 @@ def tuple_access(path: tuple[str, ...], var: str = "d") -> str:
     return expr
 
 
-def _f(column: str, kind: str = "string", pii: bool = False, path: tuple[str, ...] | None = None) -> Field:
-    return Field(column, path or (column,), kind, pii)
-
-
-ENTITY_FIELDS: dict[str, list[Field]] = {
-    "stores": [
-        _f("name"), _f("network"), _f("city"), _f("address"), _f("opening_hours", "json"),
-        _f("manager", pii=True), _f("created_at", "int"),
-    ],
-    "products": [
-        _f("name"), _f("category"), _f("price", "decimal"), _f("unit"), _f("manufacturer"),
-        _f("shelf_life_days", "int"), _f("nutrition", "json"), _f("updated_at", "int"),
-    ],
-    "customers": [
-        _f("first_name", pii=True), _f("last_name", pii=True), _f("email", pii=True), _f("email_bidx"),
-        _f("phone", pii=True), _f("phone_bidx"), _f("birth_date", pii=True), _f("loyalty_status"),
-        _f("home_store_id"), _f("registered_at", "int"), _f("updated_at", "int"),
-    ],
-    "purchases": [
-        _f("store_id"), _f("customer_id"),
-        _f("customer_email", pii=True, path=("customer", "email")),
-        _f("customer_email_bidx", path=("customer", "email_bidx")),
-        _f("customer_phone", pii=True, path=("customer", "phone")),
-        _f("customer_phone_bidx", path=("customer", "phone_bidx")),
-        _f("items", "json"), _f("total", "decimal"), _f("payment_method"), _f("status"),
-        _f("purchased_at", "int"), _f("updated_at", "int"),
-    ],
-}
-
-
 def fields_for(entity: str, business_key: str) -> list[Field]:
-    """The payload fields of `entity`, business key first."""
-    try:
-        fields = ENTITY_FIELDS[entity]
-    except KeyError:
-        known = ", ".join(sorted(ENTITY_FIELDS))
-        raise ConfigError(
-            f"entity {entity!r} has no ClickHouse field list; known: {known} (add it to clickhouse/fields.py)"
-        ) from None
-    return [_f(business_key), *(f for f in fields if f.column != business_key)]
+    """The payload fields of `entity` (fresh/secure_record.py), business key first."""
+    return [Field(f.column, f.path, f.kind, f.pii) for f in secure_record.fields_for(entity, business_key)]

@@ -7,6 +7,7 @@ Kafka Connect has its own REST client (`connectors.connect_api`) and ClickHouse 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -129,34 +130,70 @@ def check_kafka(bootstrap: str, timeout_s: float = 5.0) -> None:
         raise KafkaUnreachableError(f"Kafka at {bootstrap} reports no brokers; set FRESH_KAFKA_BOOTSTRAP")
 
 
-def group_lag(bootstrap: str, group: str, topics: list[str], timeout_s: float = 5.0) -> list[dict[str, Any]]:
-    """Per topic: how many records `group` has not committed yet (the latest offset minus the
-    committed one; a partition without a commit counts from its earliest offset). A topic that
-    does not exist yet has no partitions and no lag."""
-    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-    from confluent_kafka.admin import OffsetSpec
+EXACT_LAG_LIMIT = 10_000  # offsets per partition up to which group_lag counts records one by one
 
-    admin = AdminClient(kafka_config(bootstrap))
+
+def count_records(bootstrap: str, ranges: dict[tuple[str, int], tuple[int, int]], timeout_s: float = 10.0) -> int:
+    """Committed records in each partition's offset range [start, end). Offsets alone overcount on
+    transactional topics (every transaction leaves a commit marker that takes an offset)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    todo = {tp: r for tp, r in ranges.items() if r[1] > r[0]}
+    if not todo:
+        return 0
+    consumer = Consumer(kafka_config(bootstrap, {"group.id": f"fresh-count-{time.time_ns()}",
+                                                 "enable.auto.commit": False, "isolation.level": "read_committed"}))
     try:
-        metadata = admin.list_topics(timeout=timeout_s)
-        parts = [TopicPartition(t, p) for t in topics if t in metadata.topics for p in metadata.topics[t].partitions]
-        ends: dict[str, dict[tuple[str, int], int]] = {}
-        for name, spec in (("latest", OffsetSpec.latest()), ("earliest", OffsetSpec.earliest())):
-            futures = admin.list_offsets({tp: spec for tp in parts}, request_timeout=timeout_s) if parts else {}
-            ends[name] = {(tp.topic, tp.partition): f.result(timeout=timeout_s).offset for tp, f in futures.items()}
-        committed: dict[tuple[str, int], int] = {}
-        if parts:
-            request = [ConsumerGroupTopicPartitions(group, parts)]
-            result = admin.list_consumer_group_offsets(request, request_timeout=timeout_s)[group].result(timeout_s)
-            committed = {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions or []}
+        consumer.assign([TopicPartition(t, p, start) for (t, p), (start, _end) in todo.items()])
+        count, deadline = 0, time.monotonic() + timeout_s
+        while todo and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, 0.2):
+                if msg.error() is None and (msg.topic(), msg.partition()) in todo:
+                    count += 1
+            for tp in consumer.position([TopicPartition(t, p) for t, p in todo]):
+                if tp.offset >= todo[(tp.topic, tp.partition)][1]:
+                    del todo[(tp.topic, tp.partition)]
+        if todo:
+            raise FreshError(f"counting records timed out after {timeout_s:.0f}s on {sorted(todo)}")
+        return count
+    finally:
+        consumer.close()
+
+
+def group_lag(bootstrap: str, group: str, topics: list[str], timeout_s: float = 10.0,
+              exact_up_to: int = EXACT_LAG_LIMIT) -> dict[str, int | None]:
+    """Per topic: the records after `group`'s committed offsets (a partition without a commit
+    counts from its low watermark) up to the high watermarks; None when the topic does not exist.
+    Counted exactly (transaction markers are not records) up to `exact_up_to` offsets per
+    partition, beyond that the offset difference. The one definition of a group's lag: `freshctl
+    status`, `secure health` and the processor's `lag=` counter all read it."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    try:
+        consumer = Consumer(kafka_config(bootstrap, {"group.id": group, "enable.auto.commit": False}))
+        try:
+            meta = consumer.list_topics(timeout=timeout_s).topics
+            lags: dict[str, int | None] = {}
+            exact: dict[tuple[str, int], tuple[int, int]] = {}
+            for topic in topics:
+                if topic not in meta:
+                    lags[topic] = None
+                    continue
+                lags[topic] = 0
+                parts = [TopicPartition(topic, p) for p in meta[topic].partitions]
+                for tp in consumer.committed(parts, timeout=timeout_s):
+                    low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=timeout_s)
+                    start = tp.offset if tp.offset >= 0 else low
+                    if high - start > exact_up_to:
+                        lags[topic] = (lags[topic] or 0) + high - start
+                    else:
+                        exact[(topic, tp.partition)] = (start, high)
+        finally:
+            consumer.close()
     except KafkaException as exc:
         raise kafka_unreachable(bootstrap, timeout_s, exc) from None
-    rows = []
     for topic in topics:
-        keys = [k for k in ends.get("latest", {}) if k[0] == topic]
-        lag = 0
-        for key in keys:
-            start = committed.get(key, -1)
-            lag += max(0, ends["latest"][key] - (start if start >= 0 else ends["earliest"][key]))
-        rows.append({"topic": topic, "partitions": len(keys), "lag": lag})
-    return rows
+        mine = {k: r for k, r in exact.items() if k[0] == topic}
+        if mine:
+            lags[topic] = (lags[topic] or 0) + count_records(bootstrap, mine, timeout_s)
+    return lags

@@ -108,7 +108,7 @@ def snapshot_cmd(settings: Settings, out_dir: Path | None, only: tuple[str, ...]
     """Run every panel's query on the configured ClickHouse and draw each dashboard (PNG + HTML).
 
     Reads the committed dashboard JSON (what Grafana loads). No Grafana server, browser or
-    network needed. The chdb backend needs the data folder to itself (stop `clickhouse ingest`).
+    network needed. While `clickhouse ingest` (or `up`) runs, the queries go through it.
 
     \b
     Examples:
@@ -120,8 +120,9 @@ def snapshot_cmd(settings: Settings, out_dir: Path | None, only: tuple[str, ...]
     from grafana.query import run_dashboard
     from grafana.render import GRAFANA_DIR, committed_dashboards
     from grafana.snapshot import write_snapshot
+    from grafana.snapshot_files import snapshot_dir
 
-    out_dir = out_dir or settings.stack_home / "snapshots"
+    out_dir = out_dir or snapshot_dir(settings)
     boards = {Path(rel).stem: data for rel, data in committed_dashboards(GRAFANA_DIR).items()}
     unknown = sorted(set(only) - set(boards))
     if unknown:

@@ -374,9 +374,9 @@ def secure_health(settings: Settings, max_lag: int, output: str) -> None:
 
     cfg = load_pipeline_config(settings.pipeline_config)
     group = cfg.pii_processor.consumer_group
-    rows = group_lag(settings.kafka_bootstrap, group, [e.cdc_topic for e in cfg.entities.values()])
-    print_rows(rows, output)
-    total = sum(r["lag"] for r in rows)
+    lags = group_lag(settings.kafka_bootstrap, group, [e.cdc_topic for e in cfg.entities.values()])
+    print_rows([{"topic": topic, "lag": lag or 0} for topic, lag in lags.items()], output)
+    total = sum(lag or 0 for lag in lags.values())
     if total > max_lag:
         raise FreshError(f"processor group {group} is {total} records behind on the CDC topics (limit {max_lag}); "
                          "check that `freshctl secure run` runs and its log")

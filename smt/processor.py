@@ -10,7 +10,6 @@ transaction it left open.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -24,7 +23,7 @@ from typing import Any, cast
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from fresh.clients import KafkaUnreachableError, kafka_config, kafka_unreachable
+from fresh.clients import KafkaUnreachableError, group_lag, kafka_config, kafka_unreachable
 from fresh.errors import FreshError
 from fresh.pipeline import PipelineConfig
 from smt.dlq import DLQ_COLLECTION, Source, dlq_entry
@@ -93,7 +92,7 @@ class Counters:
     tombstones: int = 0
     transactions: int = 0
     aborts: int = 0
-    lag: int = -1
+    lag: int = -1  # the group's committed lag on the CDC topics (fresh.clients.group_lag); -1 until measured
     bytes_in: int = 0
     bytes_out: int = 0
     first_record_at: float = 0.0  # time.monotonic() of the first record and of the last commit
@@ -243,14 +242,25 @@ class Processor:
 
     # ---- clients ---------------------------------------------------------------------------
 
-    def _stats(self, raw: str) -> None:
-        lag = 0
-        for topic in json.loads(raw).get("topics", {}).values():
-            for pid, part in topic.get("partitions", {}).items():
-                if pid != "-1" and part.get("consumer_lag", -1) >= 0:
-                    lag += part["consumer_lag"]
+    def probe_lag(self) -> int:
+        """Measure the counters line's `lag=`: the group's committed offsets against the high
+        watermarks of the CDC topics (fresh.clients.group_lag), the number `freshctl status` and
+        `secure health` show. Not librdkafka's consumer_lag, which is this instance's own fetch
+        position and stayed stale after a restart (lag=451 for minutes at a committed lag of 0)."""
+        topics = sorted(self.transformers)
+        lags = group_lag(self.options.bootstrap, self.group_id, topics, min(self.options.kafka_timeout_s, 10.0))
         with self._lag_lock:
-            self.counters.lag = lag
+            self.counters.lag = sum(lag or 0 for lag in lags.values())
+            return self.counters.lag
+
+    def _watch_lag(self, done: threading.Event) -> None:
+        """`probe_lag` every `counters_interval_s`, on its own thread (a few broker round trips)."""
+        while not done.is_set():
+            try:
+                self.probe_lag()
+            except FreshError as exc:  # the broker is away: the loop reports that; keep the last value
+                log.debug("lag probe failed: %s", exc)
+            done.wait(self.options.counters_interval_s)
 
     def _refresh_limits(self) -> None:
         self._beat("describe output topics")
@@ -265,7 +275,6 @@ class Processor:
 
     def _clients(self) -> tuple[Consumer, Producer]:
         o = self.options
-        stats_ms = int(o.counters_interval_s * 1000) if o.counters_interval_s > 0 else 0
         consumer = Consumer(kafka_config(o.bootstrap, {  # librdkafka's own log lines go to our logger
             "group.id": self.group_id,
             "group.instance.id": o.instance_id,
@@ -274,8 +283,6 @@ class Processor:
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
             "session.timeout.ms": o.session_timeout_ms,
-            "statistics.interval.ms": stats_ms,
-            "stats_cb": self._stats,
             "fetch.max.bytes": 52_428_800,
             "logger": kafka_log,
             "error_cb": self._kafka_error,
@@ -363,6 +370,9 @@ class Processor:
         self._refresh_limits()
         self._beat("connect")
         consumer, producer = self._clients()
+        lag_done = threading.Event()
+        if o.counters_interval_s > 0:
+            threading.Thread(target=self._watch_lag, args=(lag_done,), name="lag", daemon=True).start()
         try:
             self._beat("init_transactions")
             try:
@@ -373,6 +383,7 @@ class Processor:
                     f"{o.kafka_timeout_s:g}s ({exc.args[0].str()}); is the broker up?") from None
             self._loop(consumer, producer, stop, idle_exit_s)
         finally:
+            lag_done.set()
             log.info("processor stopping instance=%s %s", o.instance_id, self.counters.line())
             if self._workers is not None:
                 self._workers.shutdown()

@@ -15,6 +15,7 @@ import orjson
 
 from fresh.errors import ConfigError, FreshError
 from fresh.pipeline import Entity, PiiField
+from fresh.secure_record import BIDX_NEXT_SUFFIX, BIDX_SUFFIX
 from smt.envelope import (
     ALG_DETERMINISTIC,
     ALG_RANDOM,
@@ -79,7 +80,7 @@ class Rule:
     @cached_property
     def written(self) -> frozenset[str]:
         """The members this rule writes into a node: an envelope, a blind index."""
-        return frozenset(([self.leaf] if self.encrypt else []) + ([self.leaf + "_bidx"] if self.index else []))
+        return frozenset(([self.leaf] if self.encrypt else []) + ([self.leaf + BIDX_SUFFIX] if self.index else []))
 
 
 def _json_type(value: Any) -> str:
@@ -211,7 +212,7 @@ class Transformer:
             self._indexers = index_writers(keyring)
             window = self._indexers[1] is not None
             self._plan = [(rule, self._compile(rule, keyring),
-                           rule.written | ({rule.leaf + "_bidx_next"} if rule.index and window else frozenset()))
+                           rule.written | ({rule.leaf + BIDX_NEXT_SUFFIX} if rule.index and window else frozenset()))
                           for rule in self.rules]
             self._native = self._native_sealer(keyring) if self.native else None
             self._plan_keyring = keyring
@@ -332,7 +333,7 @@ class Transformer:
     def _compile(self, rule: Rule, keyring: Keyring) -> Op:
         """One rule as a closure: `_apply` then `_guard` for a node that holds the leaf, with the
         string case inlined. Identical output to the general path (tests/unit/smt/test_smt_transform.py)."""
-        name, index_name, path = rule.leaf, rule.leaf + "_bidx", rule.path
+        name, index_name, path = rule.leaf, rule.leaf + BIDX_SUFFIX, rule.path
 
         def general(node: dict[str, Any]) -> None:
             self._apply(node, rule, keyring)
@@ -349,7 +350,7 @@ class Transformer:
         kind = rule.normalize
         cached_index = primary.cached(kind) if rule.index else None
         next_indexer = following if rule.index else None
-        next_name = name + "_bidx_next"
+        next_name = name + BIDX_NEXT_SUFFIX
         remove, encrypt, region = rule.remove, rule.encrypt, self.default_region
         envelope_match, index_match = _ENVELOPE_MATCH, _BIDX_MATCH
 
@@ -397,9 +398,9 @@ class Transformer:
             if not rule.field.nullable:
                 raise RecordError(NULL_PII, f"{rule.path}: null, and the policy does not allow null (nullable: true)")
             if rule.index:
-                node[name + "_bidx"] = None
+                node[name + BIDX_SUFFIX] = None
                 if self._indexers and self._indexers[1] is not None:
-                    node[name + "_bidx_next"] = None
+                    node[name + BIDX_NEXT_SUFFIX] = None
             if rule.remove:
                 del node[name]
             return
@@ -412,9 +413,9 @@ class Transformer:
         if rule.index:
             assert self._indexers is not None
             primary, following = self._indexers
-            node[name + "_bidx"] = primary.index(plain, rule.normalize)
+            node[name + BIDX_SUFFIX] = primary.index(plain, rule.normalize)
             if following is not None:
-                node[name + "_bidx_next"] = following.index(plain, rule.normalize)
+                node[name + BIDX_NEXT_SUFFIX] = following.index(plain, rule.normalize)
         if rule.encrypt == "g":
             ad = associated_data(keyring.active.id, ALG_RANDOM, self.collection, rule.path)
             node[name] = self._batch_key(keyring).seal(plain.encode(), ad + self._record_id)
@@ -441,7 +442,7 @@ class Transformer:
                 problem = "is still present"
         if problem is None and rule.index:
             window = self._indexers is not None and self._indexers[1] is not None
-            for index in (name + "_bidx", name + "_bidx_next") if window else (name + "_bidx",):
+            for index in (name + BIDX_SUFFIX, name + BIDX_NEXT_SUFFIX) if window else (name + BIDX_SUFFIX,):
                 if problem is None and index in node:
                     problem, where = check_index(node[index], rule.field.nullable), f"{rule.path}{index[len(name):]}"
         if problem:

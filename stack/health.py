@@ -22,6 +22,7 @@ from clickhouse.backend import open_backend
 from clickhouse.endpoint import read_owner
 from clickhouse.quality import freshness
 from connectors.connect_api import ConnectApi
+from fresh.clients import count_records, group_lag
 from fresh.errors import FreshError
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
@@ -106,61 +107,6 @@ def connector_rows(settings: Settings, cfg: PipelineConfig) -> list[StageRow]:
         rows.append(StageRow("connector", name, healthy, state, f"tasks {' '.join(task_states) or 'none'}",
                              trace.strip().splitlines()[0][:300] if trace.strip() else ""))
     return rows
-
-
-def count_records(bootstrap: str, ranges: dict[tuple[str, int], tuple[int, int]], timeout_s: float = 10.0) -> int:
-    """Committed records in each partition's offset range [start, end). Offsets alone overcount on
-    transactional topics (every transaction leaves a commit marker that takes an offset)."""
-    todo = {tp: r for tp, r in ranges.items() if r[1] > r[0]}
-    if not todo:
-        return 0
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"freshctl-status-{time.time_ns()}",
-                         "enable.auto.commit": False, "isolation.level": "read_committed", "log_level": 0})
-    try:
-        consumer.assign([TopicPartition(t, p, start) for (t, p), (start, _end) in todo.items()])
-        count, deadline = 0, time.monotonic() + timeout_s
-        while todo and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, 0.2):
-                if msg.error() is None and (msg.topic(), msg.partition()) in todo:
-                    count += 1
-            for tp in consumer.position([TopicPartition(t, p) for t, p in todo]):
-                if tp.offset >= todo[(tp.topic, tp.partition)][1]:
-                    del todo[(tp.topic, tp.partition)]
-        if todo:
-            raise FreshError(f"counting records timed out after {timeout_s:.0f}s on {sorted(todo)}")
-        return count
-    finally:
-        consumer.close()
-
-
-def group_lag(bootstrap: str, group: str, topics: list[str], timeout_s: float = 10.0,
-              exact_up_to: int = MAX_LAG) -> dict[str, int | None]:
-    """Per topic: records after the group's committed offsets (nothing committed counts from the
-    low watermark) up to the high watermarks; None when the topic does not exist. Counted exactly
-    up to `exact_up_to` offsets per partition, beyond that the offset difference (markers included)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
-                         "log_level": 0})
-    try:
-        meta = consumer.list_topics(timeout=timeout_s).topics
-        out: dict[str, int | None] = {}
-        for topic in topics:
-            if topic not in meta:
-                out[topic] = None
-                continue
-            parts = [TopicPartition(topic, p) for p in meta[topic].partitions]
-            lag = 0
-            exact: dict[tuple[str, int], tuple[int, int]] = {}
-            for tp in consumer.committed(parts, timeout=timeout_s):
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=timeout_s)
-                start = tp.offset if tp.offset >= 0 else low
-                if high - start > exact_up_to:
-                    lag += high - start
-                else:
-                    exact[(topic, tp.partition)] = (start, high)
-            out[topic] = lag + count_records(bootstrap, exact, timeout_s)
-        return out
-    finally:
-        consumer.close()
 
 
 def lag_rows(settings: Settings, cfg: PipelineConfig) -> list[StageRow]:

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -33,6 +34,7 @@ from fresh.settings import Settings
 from fresh.wait import wait_until
 from generator.domain import Plan
 from generator.seed import ENTITIES, seed_database
+from grafana.snapshot_files import SnapshotFiles, existing_snapshots, snapshot_dir
 from smt.keyring import KeyringSource, new_keyring
 from stack.health import dlq_count
 from stack.services import LocalStack
@@ -57,9 +59,21 @@ class Summary:
     layers: list[dict[str, Any]]  # per entity: mongodb, raw, mart rows; freshness
     dlq_records: int
     audit_findings: list[str]
+    snapshots: list[SnapshotFiles] = field(default_factory=list)  # written by `freshctl grafana snapshot`
+    snapshot_dir: Path | None = None
 
     def rows(self) -> list[dict[str, Any]]:
         return self.layers
+
+    def snapshot_note(self, now: float) -> str:
+        """The summary's line on the dashboard snapshots: where they are and how old, or how to draw them."""
+        if not self.snapshots:
+            return f"snapshots: none in {self.snapshot_dir}; draw the dashboards with `freshctl grafana snapshot`"
+        age_s = now - min(s.written_at for s in self.snapshots)
+        age = f"{age_s / 3600:.1f} h" if age_s >= 3600 else f"{age_s / 60:.0f} min"
+        names = ", ".join(s.html.name for s in self.snapshots)
+        return (f"snapshots: {names} in {self.snapshot_dir} (oldest {age} old; "
+                "`freshctl grafana snapshot` draws them again)")
 
 
 @dataclass
@@ -137,8 +151,9 @@ def summary(settings: Settings, cfg: PipelineConfig, backend: Backend) -> Summar
                        "mart": f["mart_rows"], "e2e_p50_s": f["e2e_p50_s"], "newest_age_s": f["newest_age_s"],
                        "stream_errors": f["stream_errors"]})
     _tables, findings = audit(backend, cfg)
+    folder = snapshot_dir(settings)
     return Summary(layers, dlq_count(settings.kafka_bootstrap, cfg.kafka.dlq_topic),
-                   [f"{f.as_row()}" for f in findings])
+                   [f"{f.as_row()}" for f in findings], existing_snapshots(folder), folder)
 
 
 def plan_up(settings: Settings, options: UpOptions) -> list[dict[str, str]]:

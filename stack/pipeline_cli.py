@@ -80,12 +80,14 @@ def up_command(settings: Settings, no_seed: bool, seed_value: int, changes: int,
     if output == "json":
         print_rows([{"seconds": round(result.seconds, 1), "started": result.started, "reused": result.reused,
                      "keyring": result.keyring, "layers": summary.layers, "dlq_records": summary.dlq_records,
-                     "audit_findings": summary.audit_findings}], output)
+                     "audit_findings": summary.audit_findings,
+                     "snapshots": [str(s.html) for s in summary.snapshots]}], output)
         return
     print_rows(summary.rows(), output)
     audit = "ok (secure topics only, no plaintext email or phone)" if not summary.audit_findings \
         else f"{len(summary.audit_findings)} finding(s): run `freshctl clickhouse audit`"
     click.echo(f"dlq: {summary.dlq_records} record(s)   audit: {audit}")
+    click.echo(summary.snapshot_note(time.time()))
     click.echo(f"pipeline up in {result.seconds:.1f}s (started: {', '.join(result.started) or '-'}; "
                f"reused: {', '.join(result.reused) or '-'}). Next: `freshctl status`, `freshctl down`")
 

@@ -1,6 +1,6 @@
 """The pipeline downstream of Debezium, with every real component in line:
 
-CDC-shaped records (smt.cdc_records, the shape Debezium emits with our connector config, pinned
+CDC-shaped records (tests/cdc_records.py, the shape Debezium emits with our connector config, pinned
 against Debezium itself by tests/integration/connectors/test_debezium_capture.py) -> the real Kafka broker -> the
 PII processor (exactly once) -> `_secure` topics -> ClickHouse (embedded engine) Kafka tables -> RAW
 -> MART. Proves the contract between the processor and the warehouse, and that no plaintext email
@@ -20,10 +20,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from clickhouse.audit import audit
 from fresh.pipeline import PipelineConfig
 from fresh.wait import wait_until
-from smt.cdc_records import mixed_records
 from smt.envelope import decrypt
 from smt.normalize import normalize_email
 from smt.processor import ensure_topics
+from tests.cdc_records import mixed_records
 
 RECORDS = 3000
 

@@ -67,6 +67,7 @@ def test_up_status_kill_and_down(isolated: tuple[dict[str, str], Settings], pipe
     assert up.returncode == 0, up.stderr[-3000:]
     assert "keyring: created" in up.stderr and "check: MART equals MongoDB" in up.stderr
     assert "audit: ok" in up.stdout
+    assert f"snapshots: none in {settings.stack_home / 'snapshots'}" in up.stdout
 
     # While the ingest service owns the engine, this process queries through it.
     backend = open_backend(settings)
@@ -85,9 +86,13 @@ def test_up_status_kill_and_down(isolated: tuple[dict[str, str], Settings], pipe
         assert rows[("cdc -> _secure", entity.cdc_topic)]["state"] == "lag=0"
         assert rows[("_secure -> clickhouse", entity.secure_topic)]["state"] == "lag=0"
 
+    # A snapshot drawn while the pipeline runs is in the next summary.
+    drawn = _run(env, "grafana", "snapshot", "--dashboard", "raw-overview", timeout=300)
+    assert drawn.returncode == 0, drawn.stderr[-2000:]
     second = _run(env, "up", timeout=300)
     assert second.returncode == 0, second.stderr[-2000:]
     assert "started: -;" in second.stdout  # everything reused
+    assert f"snapshots: raw-overview.html in {settings.stack_home / 'snapshots'} (oldest" in second.stdout
 
     state = json.loads((settings.stack_home / "run" / "processor.state.json").read_text(encoding="utf-8"))
     killed = int(state["pid"])

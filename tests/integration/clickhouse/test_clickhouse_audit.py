@@ -67,7 +67,7 @@ def test_audit_reads_what_the_processor_guard_reads(chdb_backend: ChdbBackend, p
     """The processor's detectors over every string, array and map column, JSON escapes decoded;
     envelopes, blind indexes and ordinary text are not findings. Its own databases, so no other
     test's rows count."""
-    from clickhouse.secure_records import blind_index, fake_envelope
+    from tests.secure_records import blind_index, fake_envelope
 
     cfg = pipeline.isolated(f"audit{unique}")
     db = cfg.clickhouse.raw_database

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from clickhouse import secure_records as sr
 from clickhouse.backend import ChdbBackend
 from clickhouse.migrate import migrate
 from clickhouse.quality import layer_counts, validation_summary
@@ -25,6 +24,7 @@ from clickhouse.render import MIGRATIONS_DIR, render_migrations
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 from fresh.wait import wait_until
+from tests import secure_records as sr
 
 T0 = 1_763_000_000_000
 HUGE = "9" * 400  # a number no parser here holds: the whole payload reads as not the contract's shape

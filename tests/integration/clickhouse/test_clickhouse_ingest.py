@@ -1,6 +1,6 @@
 """Records in the `_secure` topics reach RAW and MART through the real broker and the embedded
 engine's Kafka tables. The records are produced in the documented `_secure` shape by
-`clickhouse.secure_records` (the PII processor's own end-to-end test feeds real processor output).
+`tests/secure_records.py` (the PII processor's own end-to-end test feeds real processor output).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import pytest
 
-from clickhouse import secure_records as sr
 from clickhouse.audit import audit
 from clickhouse.backend import ChdbBackend
 from clickhouse.migrate import migrate
@@ -19,6 +18,7 @@ from clickhouse.render import render_migrations
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 from fresh.wait import wait_until
+from tests import secure_records as sr
 
 T0 = 1_763_000_000_000  # a fixed source timestamp (ms); versions below are T0 + n
 
@@ -88,7 +88,7 @@ def test_raw_keeps_payload_ciphertexts_blind_indexes_and_kafka_coordinates(lande
     assert row["email_bidx"] == sr.blind_index("c000001@example.com")
     assert row["_topic"] == landed.cfg.entity("customers").secure_topic
     assert row["_partition"] == 0 and row["_offset"] >= 0 and row["ingested_at"]
-    assert '"loyalty_status": "gold"' in row["payload"]
+    assert '"loyalty_status":"gold"' in row["payload"]  # compact JSON, as the processor writes
     assert row["op"] == "c" and row["source_ts_ms"] == T0 + 1 and row["deleted"] == 0
 
 

@@ -1,15 +1,13 @@
 """A seeded pipeline for the Grafana tests: the generator's default seed (`freshctl seed`: seed 42,
 45 stores, 100 products, 175 customers, 1000 purchases) as CDC records in the shape our Debezium
-connector config emits (smt.cdc_records) -> the real Kafka broker -> the PII processor -> `_secure`
+connector config emits (fresh/cdc_record.py) -> the real Kafka broker -> the PII processor -> `_secure`
 topics -> ClickHouse's Kafka tables (embedded engine) -> RAW -> MART. Unique names per run."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from datetime import date, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from confluent_kafka import Producer
@@ -18,28 +16,15 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from clickhouse.backend import ChdbBackend
 from clickhouse.migrate import migrate
 from clickhouse.render import render_migrations
+from fresh import cdc_record
 from fresh.pipeline import PipelineConfig
 from fresh.wait import wait_until
 from generator.domain import Domain, Plan
 from generator.seed import ENTITIES
-from smt.cdc_records import cdc_key, cdc_value
 from smt.keyring import KeyringSource
 from smt.processor import Processor, ProcessorOptions, ensure_topics
 
 DEFAULT_SEED = 42  # freshctl seed's default
-
-
-def as_cdc_json(value: Any) -> Any:
-    """A generator document as Debezium's JSON converter writes it: BSON dates as epoch milliseconds."""
-    if isinstance(value, datetime):
-        return int(value.timestamp() * 1000)
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: as_cdc_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [as_cdc_json(v) for v in value]
-    return value
 
 
 @pytest.fixture(scope="package")
@@ -57,7 +42,8 @@ def seeded_pipeline(pipeline: PipelineConfig, bootstrap: str, chdb_path: str, ne
     for entity in ENTITIES:
         topic = cfg.entity(entity).cdc_topic
         for i, doc in enumerate(domain.stream(entity)):
-            producer.produce(topic, cdc_value(as_cdc_json(doc), "r", 1_735_689_600_000 + i), cdc_key(doc["_id"]))
+            value = cdc_record.value(cdc_record.from_document(doc), "r", 1_735_689_600_000 + i)
+            producer.produce(topic, value, cdc_record.key(doc["_id"]))
             producer.poll(0)
     assert producer.flush(60) == 0
 

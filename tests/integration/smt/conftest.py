@@ -1,6 +1,6 @@
 """Fixtures for the PII processor against the real broker: a pipeline config with unique topic
 names, and Kafka helpers that produce CDC records and read topics to their end
-(read_committed). CDC input is produced by smt.cdc_records in the connector's exact shape (pinned
+(read_committed). CDC input is produced by tests/cdc_records.py in the connector's exact shape (pinned
 against Debezium itself by tests/integration/connectors/test_debezium_capture.py), so these tests
 control every record: bad ones, volumes, timing."""
 

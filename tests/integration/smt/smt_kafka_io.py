@@ -21,7 +21,7 @@ from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 from fresh.pipeline import PipelineConfig, load_pipeline_config
 from fresh.settings import Settings
 from fresh.wait import wait_until
-from smt.cdc_records import CdcRecord
+from tests.cdc_records import CdcRecord
 
 PARTITIONS = 3
 

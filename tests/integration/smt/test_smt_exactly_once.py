@@ -9,12 +9,14 @@ from collections import defaultdict
 
 from smt_kafka_io import Kafka, Out
 
+from fresh.cdc_record import key as cdc_key
+from fresh.cdc_record import value as cdc_value
 from fresh.pipeline import PipelineConfig
 from fresh.wait import wait_until
-from smt.cdc_records import CdcRecord, Documents, cdc_key, cdc_value, mixed_records
 from smt.envelope import decrypt, is_envelope
 from smt.keyring import KeyringSource
 from smt.normalize import normalize_email, normalize_phone
+from tests.cdc_records import CdcRecord, Documents, mixed_records
 
 N = 10_000
 # Every phone shape the helper writes, and E.164 (a 13-digit epoch-ms number has no '+').

@@ -19,13 +19,15 @@ from smt_kafka_io import (
     write_pipeline,
 )
 
+from fresh.cdc_record import key as cdc_key
+from fresh.cdc_record import value as cdc_value
 from fresh.pipeline import PipelineConfig
 from fresh.wait import wait_until
-from smt.cdc_records import CdcRecord, Documents, cdc_key, cdc_value, mixed_records
 from smt.envelope import decrypt, parse
 from smt.keyring import KeyringSource
 from smt.normalize import normalize_email
 from smt.processor import DLQ_COLLECTION
+from tests.cdc_records import CdcRecord, Documents, mixed_records
 
 
 def committed(kafka: Kafka, cfg: PipelineConfig) -> int:

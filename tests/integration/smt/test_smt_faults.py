@@ -32,17 +32,19 @@ from smt_kafka_io import (
     write_pipeline,
 )
 
+from fresh.cdc_record import key as cdc_key
+from fresh.cdc_record import value as cdc_value
 from fresh.errors import WaitTimeoutError
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 from fresh.wait import wait_until
-from smt.cdc_records import CdcRecord, Documents, cdc_key, cdc_value, mixed_records
 from smt.dlq import DLQ_COLLECTION, dlq_digest
 from smt.envelope import decrypt, is_envelope, parse
 from smt.keyring import KeyringSource
 from smt.processor import CrashLoopError, Processor, ProcessorOptions, ensure_topics
 from smt.transform import RecordError, decrypt_record
 from stack.services import LocalStack
+from tests.cdc_records import CdcRecord, Documents, mixed_records
 
 
 def lost_and_duplicated(records: list[CdcRecord], outs: list[Out], cfg: PipelineConfig) -> tuple[int, int]:

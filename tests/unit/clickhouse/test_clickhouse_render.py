@@ -90,7 +90,7 @@ def test_payload_is_parsed_once_into_a_nested_tuple() -> None:
 
 
 def test_unknown_entity_has_no_field_list() -> None:
-    with pytest.raises(ConfigError, match="no ClickHouse field list"):
+    with pytest.raises(ConfigError, match="no `_secure` field list"):
         fields_for("suppliers", "supplier_id")
 
 

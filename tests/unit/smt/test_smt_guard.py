@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fresh import cdc_record
 from fresh.pipeline import Entity, PipelineConfig
 from generator.domain import Domain, Plan
 from smt.guard import fold, is_candidate, phone_thresholds, scan_record
@@ -139,9 +140,7 @@ def test_generator_data_passes_the_guard_false_positives_zero(pipeline: Pipeline
         paths = transformers(entity, ring)
         expected += min(domain.plan.counts[name], 3000) * len(paths)
         for i in range(min(domain.plan.counts[name], 3000)):
-            doc = {k: (int(v.timestamp() * 1000) if hasattr(v, "timestamp") else v)
-                   for k, v in domain.build(name, i).items()}
-            value = json.dumps(doc, ensure_ascii=False).encode()
+            value = cdc_record.encode(cdc_record.from_document(domain.build(name, i)))
             for t in paths:
                 out = decide(t, value, ring)
                 assert isinstance(out, bytes), (name, i, out)

@@ -11,10 +11,10 @@ import pytest
 from transform_cases import ALL_ACTIONS, ALL_ACTIONS_RECORDS, outcome
 
 from fresh.pipeline import Entity, PipelineConfig
-from smt.cdc_records import fixtures, mixed_records
 from smt.envelope import decrypt
 from smt.keyring import Keyring
 from smt.transform import Transformer
+from tests.cdc_records import fixtures, mixed_records
 
 pytestmark = pytest.mark.skipif(os.environ.get("FRESH_SKIP_NATIVE") == "1",
                                 reason="FRESH_SKIP_NATIVE=1: smt/native was not built")
@@ -183,7 +183,7 @@ def phone_corpus() -> list[tuple[str, str]]:
     import phonenumbers
     from faker import Faker
 
-    from smt.cdc_records import Documents
+    from tests.cdc_records import Documents
 
     rng = random.Random(17)
     docs = Documents(3)

@@ -8,12 +8,12 @@ import pytest
 from transform_cases import ALL_ACTIONS, ALL_ACTIONS_RECORDS, general_path, outcome
 
 from fresh.pipeline import Entity, PipelineConfig
-from smt.cdc_records import fixtures
 from smt.envelope import BatchKey, decrypt, is_envelope
 from smt.guard import looks_like_email, looks_like_phone
 from smt.keyring import Keyring
 from smt.normalize import NormalizeError, normalize_email, normalize_phone
 from smt.transform import RecordError, Transformer, decrypt_record
+from tests.cdc_records import fixtures
 
 
 def transformer(pipeline: PipelineConfig, name: str) -> Transformer:
@@ -156,7 +156,7 @@ def test_compiled_ops_match_the_general_path_for_every_action(ring: Keyring) -> 
 
 
 def test_compiled_ops_match_the_general_path_on_mixed_records(pipeline: PipelineConfig, ring: Keyring) -> None:
-    from smt.cdc_records import mixed_records
+    from tests.cdc_records import mixed_records
 
     transformers = {e.cdc_topic: Transformer(e, "US", 524288) for e in pipeline.entities.values()}
     for r in mixed_records(pipeline, 2000, seed=7):

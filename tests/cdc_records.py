@@ -1,13 +1,7 @@
-"""The one helper that produces CDC records in the shape our connector config emits (Debezium
-MongoDB + ExtractNewDocumentState, JSON without schemas; pinned by
-smt/fixtures/extract_new_document_state.json). Tests and benchmarks of every part use it instead
-of hand-rolling JSON.
-
-    key   = {"id": "<_id>"}                                    (compact JSON, like JsonConverter)
-    value = document + "__deleted": false, "__op", "__source_ts_ms"  (dates as epoch ms; Debezium's key order)
-    delete = {"__deleted": true, "__op": "d", "__source_ts_ms"} (no _id: the key holds it), then a
-             tombstone (null value)
-Checked against Debezium 3.5.0.Final itself (tests/integration/connectors/test_debezium_capture.py).
+"""Test and benchmark builders of CDC records in the contract's shape (fresh/cdc_record.py: what
+Debezium writes with our connector config): seeded documents per entity and streams of mixed
+inserts, updates, deletes and tombstones. Every test and benchmark of a downstream part uses
+these instead of hand-rolling JSON. Not product code: the product only reads CDC records.
 """
 
 from __future__ import annotations
@@ -19,6 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from fresh.cdc_record import delete_value, key, value
 from fresh.pipeline import PipelineConfig
 
 BASE_MS = 1_700_000_000_000
@@ -36,25 +31,9 @@ class CdcRecord:
     value: bytes | None
 
 
-def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def cdc_key(doc_id: str) -> bytes:
-    return dumps({"id": doc_id})
-
-
-def cdc_value(doc: dict[str, Any], op: str, ts_ms: int) -> bytes:
-    if op not in ("r", "c", "u"):
-        raise ValueError(f"op must be r, c or u (deletes: delete_value), got {op!r}")
-    return dumps({**doc, "__deleted": False, "__op": op, "__source_ts_ms": ts_ms})  # Debezium's key order
-
-
-def delete_value(ts_ms: int, extra: dict[str, Any] | None = None) -> bytes:
-    return dumps({**(extra or {}), "__deleted": True, "__op": "d", "__source_ts_ms": ts_ms})
-
-
 def fixtures() -> list[dict[str, Any]]:
+    """The documented CDC records of smt/fixtures/extract_new_document_state.json (a customer, a
+    purchase, an update, a delete and its tombstone), as parsed JSON."""
     text = resources.files("smt").joinpath("fixtures/extract_new_document_state.json").read_text(encoding="utf-8")
     records: list[dict[str, Any]] = json.loads(text)["records"]
     return records
@@ -64,7 +43,7 @@ class Documents:
     """Seeded documents per the data contract (plain random, fast enough for benchmarks)."""
 
     def __init__(self, seed: int = 0, stores: int = 20, products: int = 100, customers: int = 1000):
-        self.rng = random.Random(seed)  # noqa: S311 - test data, not secrets
+        self.rng = random.Random(seed)
         self.n_stores, self.n_products, self.n_customers = stores, products, customers
 
     def phone(self, i: int) -> str:
@@ -121,7 +100,7 @@ def mixed_records(pipeline: PipelineConfig, n: int, seed: int = 0) -> Iterator[C
     customers and purchases as inserts, with updates, and deletes (each delete is two records:
     the rewritten delete and its tombstone)."""
     docs = Documents(seed)
-    rng = random.Random(seed + 1)  # noqa: S311 - test data, not secrets
+    rng = random.Random(seed + 1)
     topic = {name: e.cdc_topic for name, e in pipeline.entities.items()}
     made, ts = 0, BASE_MS
     counters = {"stores": 0, "products": 0, "customers": 0, "purchases": 0}
@@ -139,9 +118,9 @@ def mixed_records(pipeline: PipelineConfig, n: int, seed: int = 0) -> Iterator[C
             op = "u"
         if kind > 0.97 and i > 1 and made + 2 <= n:
             doc_id = getattr(docs, name[:-1])(rng.randrange(1, i))["_id"]
-            yield CdcRecord(topic[name], cdc_key(doc_id), delete_value(ts))
-            yield CdcRecord(topic[name], cdc_key(doc_id), None)
+            yield CdcRecord(topic[name], key(doc_id), delete_value(ts))
+            yield CdcRecord(topic[name], key(doc_id), None)
             made += 2
             continue
-        yield CdcRecord(topic[name], cdc_key(doc["_id"]), cdc_value(doc, op, ts))
+        yield CdcRecord(topic[name], key(doc["_id"]), value(doc, op, ts))
         made += 1

@@ -1,5 +1,5 @@
-"""Build and produce records in the documented `_secure` shape (docs/contract: the PII processor's
-output), for tests and benchmarks of this part.
+"""Test and benchmark builders of `_secure` records in the contract's shape (fresh/secure_record.py:
+what the PII processor writes and ClickHouse reads), for the tests and benchmarks of ClickHouse.
 
 Ciphertexts here are shape-valid envelopes (`pf2.<key id>.g.<base64url>`) over random bytes:
 ClickHouse stores them and never decrypts, so it does not need real keys. Blind indexes are
@@ -11,21 +11,22 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import os
 from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import Producer
 
+from fresh import secure_record as sr
 from fresh.errors import FreshError
+from smt.envelope import ALG_RANDOM, SCHEME
 
 _TEST_INDEX_KEY = b"clickhouse-tests-blind-index-key"  # not a secret: test data only
 
 
 def fake_envelope(plaintext: str) -> str:
     payload = os.urandom(16 + 12) + os.urandom(len(plaintext.encode()) + 16)  # salt, nonce, ciphertext, tag
-    return "pf2.k1.g." + base64.urlsafe_b64encode(payload).decode().rstrip("=")
+    return f"{SCHEME}.k1.{ALG_RANDOM}." + base64.urlsafe_b64encode(payload).decode().rstrip("=")
 
 
 def blind_index(normalized: str) -> str:
@@ -33,7 +34,7 @@ def blind_index(normalized: str) -> str:
 
 
 def _meta(op: str, ts_ms: int) -> dict[str, Any]:
-    return {"__op": op, "__source_ts_ms": ts_ms, "__deleted": False}
+    return {sr.OP: op, sr.SOURCE_TS_MS: ts_ms, sr.DELETED: False}
 
 
 def store(store_id: str, ts_ms: int, *, op: str = "c", network: str = "ProbablyFresh Almost",
@@ -88,11 +89,11 @@ def purchase(purchase_id: str, ts_ms: int, *, op: str = "c", store_id: str = "S0
 def delete_marker(ts_ms: int) -> dict[str, Any]:
     """What ExtractNewDocumentState writes for a delete: no document field at all (send it with
     `doc_id`: the id is only in the message key), as Debezium 3.5.0.Final does."""
-    return {"__op": "d", "__source_ts_ms": ts_ms, "__deleted": True}
+    return {sr.OP: "d", sr.SOURCE_TS_MS: ts_ms, sr.DELETED: True}
 
 
 def message_key(doc_id: str) -> bytes:
-    return json.dumps({"id": doc_id}).encode()
+    return sr.key(doc_id)
 
 
 class SecureProducer:
@@ -104,8 +105,8 @@ class SecureProducer:
 
     def send(self, topic: str, doc: dict[str, Any] | None, doc_id: str | None = None) -> None:
         """`doc` None is a tombstone for `doc_id`."""
-        key_id = doc_id if doc_id is not None else str((doc or {}).get("_id", ""))
-        value = None if doc is None else json.dumps(doc).encode()
+        key_id = doc_id if doc_id is not None else str((doc or {}).get(sr.DOC_ID, ""))
+        value = None if doc is None else sr.encode(doc)
         self._produce(topic, value, message_key(key_id))
 
     def send_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
