@@ -166,7 +166,7 @@ def test_debezium_snapshots_then_streams(api: ConnectApi, settings: Settings, re
     assert set(insert) == set(insert_doc) | META and insert["tags"] == ["a", "b"]
     assert update["name"] == "Renamed" and set(update) == set(insert)
     assert all(isinstance(r["__source_ts_ms"], int) for r in (snap, insert, update, delete))
-    # The fixture (and smt.cdc_records, which every downstream test uses) matches what Debezium
+    # The fixture (and tests/cdc_records.py, which every downstream test uses) matches what Debezium
     # really emits: the key id is the plain _id, __deleted a JSON boolean, the delete carries no _id.
     assert snap_key == {"id": "S001"} and isinstance(_fixture("snapshot_read")["key"]["id"], str)
     assert (snap["__deleted"], insert["__deleted"], update["__deleted"]) == (False, False, False)
@@ -174,7 +174,7 @@ def test_debezium_snapshots_then_streams(api: ConnectApi, settings: Settings, re
     assert delete == {"__op": "d", "__deleted": True, "__source_ts_ms": delete["__source_ts_ms"]}
     assert set(delete) == set(_fixture("delete_rewrite")["value"])
     # Key order, as Debezium writes the bytes (json.loads keeps it): the document's fields in
-    # MongoDB's order, then the metadata fields in the fixture's order, which smt.cdc_records
+    # MongoDB's order, then the metadata fields in the fixture's order, which tests/cdc_records.py
     # reproduces (tests/unit/smt/test_smt_cdc_records.py pins the fixture to the same order).
     meta_order = [k for k in _fixture("snapshot_read")["value"] if k in META]
     print(f"Debezium key order: snapshot {list(snap)}; delete {list(delete)}")

@@ -39,10 +39,10 @@ from fresh.wait import wait_until
 from generator.changes import ChangeReport, ChangeRunner
 from generator.domain import Domain, Plan
 from generator.seed import MongoSink, seed
-from smt.cdc_records import CdcRecord, mixed_records
 from smt.keyring import KeyringSource
 from smt.processor import ensure_topics
 from stack.services import LocalStack
+from tests.cdc_records import CdcRecord, mixed_records
 
 dbz_e2e = test_pipeline_debezium_end_to_end.e2e  # the fixture: an isolated Debezium pipeline, cleaned up after
 
