@@ -159,6 +159,11 @@ def migrate_settings(
     return rows
 
 
+def engine_settings(engine_full: str) -> dict[str, str]:
+    """`name = literal` pairs of a `system.tables.engine_full` value's SETTINGS clause."""
+    return dict(_SETTING.findall(engine_full.partition(" SETTINGS ")[2]))
+
+
 def retune(
     backend: Backend,
     cfg: PipelineConfig,
@@ -181,7 +186,7 @@ def retune(
                              f"{quote(cfg.clickhouse.raw_database)} AND name = {quote(entity + '_queue')}")
         if not rows:
             continue
-        live = dict(_SETTING.findall(str(rows[0]["engine_full"]).partition("SETTINGS")[2]))
+        live = engine_settings(str(rows[0]["engine_full"]))
         want = queue_settings(cfg, entity, broker_list, tuning)
         changed = [f"{k} {live.get(k, '(default)')} -> {v}" for k, v in want.items() if live.get(k) != v]
         if not changed:
