@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from clickhouse.backend import Backend, quote
 from clickhouse.errors import ClickHouseError, MigrationChangedError, MigrationError
-from clickhouse.render import Migration, render_migrations
+from clickhouse.render import KafkaTuning, Migration, queue_ddl, queue_settings, render_migrations
 from fresh.errors import ConfigError
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
@@ -24,6 +25,8 @@ from fresh.settings import Settings
 log = logging.getLogger(__name__)
 
 LEDGER_TABLE = "schema_migrations"
+TUNING_MIGRATION = "009_kafka_tuning"  # from this one on, the Kafka tables follow the pipeline config
+_SETTING = re.compile(r"(\w+) = ('(?:[^'\\]|\\.)*'|[^,]+)")
 
 
 @dataclass(frozen=True)
@@ -151,4 +154,47 @@ def migrate_settings(
     """`migrate` with the migrations rendered for `settings` (what `freshctl clickhouse migrate` and
     `freshctl up` run)."""
     migrations = migrations_for(settings, cfg, backend, for_apply=not dry_run)
-    return migrate(backend, migrations, cfg.clickhouse.raw_database, dry_run=dry_run, progress=progress)
+    rows = migrate(backend, migrations, cfg.clickhouse.raw_database, dry_run=dry_run, progress=progress)
+    retune(backend, cfg, settings.kafka_bootstrap, dry_run=dry_run, progress=progress)
+    return rows
+
+
+def engine_settings(engine_full: str) -> dict[str, str]:
+    """`name = literal` pairs of a `system.tables.engine_full` value's SETTINGS clause."""
+    return dict(_SETTING.findall(engine_full.partition(" SETTINGS ")[2]))
+
+
+def retune(
+    backend: Backend,
+    cfg: PipelineConfig,
+    broker_list: str,
+    *,
+    dry_run: bool = False,
+    progress: Callable[[str], None] = lambda _msg: None,
+) -> list[str]:
+    """Re-create each Kafka engine table whose live settings differ from the pipeline config (a
+    latency knob or the broker changed since migration 009 created it). ClickHouse cannot ALTER a
+    Kafka table's settings; its views stay and its offsets are in Kafka, so nothing is skipped.
+    Returns the tables re-created (or that would be)."""
+    if read_ledger(backend, cfg.clickhouse.raw_database).get(TUNING_MIGRATION, {}).get("status") != "applied":
+        return []
+    tuning = KafkaTuning.from_config(cfg)
+    done = []
+    for entity in cfg.entities:
+        table = f"{cfg.clickhouse.raw_database}.{entity}_queue"
+        rows = backend.query(f"SELECT engine_full FROM system.tables WHERE database = "
+                             f"{quote(cfg.clickhouse.raw_database)} AND name = {quote(entity + '_queue')}")
+        if not rows:
+            continue
+        live = engine_settings(str(rows[0]["engine_full"]))
+        want = queue_settings(cfg, entity, broker_list, tuning)
+        changed = [f"{k} {live.get(k, '(default)')} -> {v}" for k, v in want.items() if live.get(k) != v]
+        if not changed:
+            continue
+        progress(f"{table}: {'would re-create' if dry_run else 're-created'} for {', '.join(changed)}")
+        if not dry_run:
+            backend.execute(f"DROP TABLE IF EXISTS {table}")  # SYNC hangs on chdb 26.1
+            backend.execute(queue_ddl(cfg, entity, broker_list, tuning))
+            log.info("retuned table=%s changed=%s", table, ";".join(changed))
+        done.append(table)
+    return done

@@ -20,26 +20,59 @@ from clickhouse.fields import fields_for, payload_tuple_type
 from clickhouse.rules import ITEMS_PARSED, rules_array_sql
 from clickhouse.statements import split_statements
 from fresh.errors import ConfigError
-from fresh.pipeline import PipelineConfig
+from fresh.pipeline import ClickHouseConfig, PipelineConfig
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _FILE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql\.j2$")
 _REQUIRES_SERVER = "-- requires: server"
+_KNOBS = ClickHouseConfig.model_fields  # the latency knobs' defaults live in the pipeline config
 
 
 @dataclass(frozen=True)
 class KafkaTuning:
-    """Kafka engine settings (measured in docs/benchmarks.md). A flush every 1000 ms keeps
-    steady-state freshness at about 1.6 s (under the 2 s target) and doubles the block size of a
-    500 ms flush when a backlog is read; `max_block_size` caps a block."""
+    """Kafka engine settings (measured in docs/benchmarks.md). The latency knobs (flush interval,
+    poll timeout, block size) come from `clickhouse:` in pipeline.yaml (`from_config`): a block is
+    written to RAW and MART when it holds `max_block_size` rows or `flush_interval_ms` has passed."""
 
-    flush_interval_ms: int = 1000
-    max_block_size: int = 262144
-    poll_timeout_ms: int = 200
+    flush_interval_ms: int = _KNOBS["flush_interval_ms"].default
+    max_block_size: int = _KNOBS["max_block_size"].default
+    poll_timeout_ms: int = _KNOBS["poll_timeout_ms"].default
+    reschedule_ms: int = _KNOBS["reschedule_ms"].default
     num_consumers: int = 1
     # Each consumer reads, parses and writes its blocks in its own thread (and flushes on its own):
     # with several partitions and consumers, the RAW -> MART chain runs on several cores.
     thread_per_consumer: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: PipelineConfig) -> KafkaTuning:
+        ch = cfg.clickhouse
+        return cls(flush_interval_ms=ch.flush_interval_ms, max_block_size=ch.max_block_size,
+                   poll_timeout_ms=ch.poll_timeout_ms, reschedule_ms=ch.reschedule_ms)
+
+
+def queue_settings(cfg: PipelineConfig, entity: str, broker_list: str, tuning: KafkaTuning) -> dict[str, str]:
+    """The Kafka engine settings of `<raw>.<entity>_queue`, as SQL literals (what `engine_full` shows)."""
+    e = cfg.entity(entity)
+    return {
+        "kafka_broker_list": f"'{broker_list}'",
+        "kafka_topic_list": f"'{e.secure_topic}'",
+        "kafka_group_name": f"'{cfg.clickhouse.consumer_group}-{e.name}'",
+        "kafka_format": "'JSONAsString'",
+        "kafka_handle_error_mode": "'stream'",
+        "kafka_num_consumers": str(tuning.num_consumers),
+        "kafka_thread_per_consumer": str(int(tuning.thread_per_consumer)),
+        "kafka_max_block_size": str(tuning.max_block_size),
+        "kafka_flush_interval_ms": str(tuning.flush_interval_ms),
+        "kafka_poll_timeout_ms": str(tuning.poll_timeout_ms),
+        "kafka_consumer_reschedule_ms": str(tuning.reschedule_ms),
+    }
+
+
+def queue_ddl(cfg: PipelineConfig, entity: str, broker_list: str, tuning: KafkaTuning) -> str:
+    """CREATE TABLE of the Kafka engine table of `entity` (migration 009 and `retune`)."""
+    settings = ",\n".join(f"    {k} = {v}" for k, v in queue_settings(cfg, entity, broker_list, tuning).items())
+    return (f"CREATE TABLE IF NOT EXISTS {cfg.clickhouse.raw_database}.{entity}_queue (\n    payload String\n"
+            f") ENGINE = Kafka\nSETTINGS\n{settings}")
 
 
 @dataclass(frozen=True)
@@ -91,6 +124,7 @@ def render_migrations(
 ) -> list[Migration]:
     """Every migration file, in order, rendered (StrictUndefined: a missing value fails)."""
     entities = entity_context(cfg)
+    kafka = tuning or KafkaTuning.from_config(cfg)
     missing = {"stores", "products", "customers", "purchases"} - {e["name"] for e in entities}
     if missing:
         raise ConfigError(f"pipeline config lacks the entities the MART needs: {', '.join(sorted(missing))}")
@@ -101,7 +135,8 @@ def render_migrations(
         "entities": entities,
         "ent": {e["name"]: e for e in entities},
         "items_parsed": ITEMS_PARSED,
-        "kafka": tuning or KafkaTuning(),
+        "kafka": kafka,
+        "kafka_queue_ddl": lambda e: queue_ddl(cfg, e["name"], broker_list, kafka),
         "kv_sql": contract.kv_sql(),
         "exact_decimal": contract.exact_decimal,
         "decimal_text": contract.decimal_text,

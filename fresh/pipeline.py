@@ -56,6 +56,20 @@ class ClickHouseConfig(_Strict):
     raw_database: Identifier
     mart_database: Identifier
     consumer_group: TopicName
+    # Latency knobs of the Kafka engine tables (docs/benchmarks.md): a block goes to RAW and MART when
+    # it holds max_block_size rows or flush_interval_ms has passed; each poll waits at most poll_timeout_ms.
+    flush_interval_ms: int = Field(default=250, ge=10, le=60_000)
+    poll_timeout_ms: int = Field(default=100, ge=10, le=60_000)
+    max_block_size: int = Field(default=262_144, ge=1, le=10_000_000)
+    # After a poll that found nothing, a consumer waits this long before it polls again.
+    reschedule_ms: int = Field(default=100, ge=10, le=60_000)
+
+
+class DebeziumConfig(_Strict):
+    """Latency knobs of the Debezium MongoDB source connector, rendered into its config."""
+
+    poll_interval_ms: int = Field(default=100, ge=1, le=60_000)  # wait for new change events per poll
+    max_batch_size: int = Field(default=2048, ge=1, le=100_000)  # change events handed to Connect per poll
 
 
 PiiAction = Literal["encrypt", "encrypt_deterministic", "blind_index", "drop", "keep"]
@@ -89,6 +103,10 @@ class PiiProcessorConfig(_Strict):
     consumer_group: TopicName = "probablyfresh-pii"
     default_region: str = Field(default="US", pattern=r"^[A-Z]{2}$")  # for phone numbers without +country
     max_record_bytes: int = Field(default=524288, ge=1024, le=700000)  # larger records go to the DLQ
+    # Latency knobs: a batch is what one consume call returns (batch_size records, or what came within
+    # poll_timeout_ms), and each batch is one transaction (one commit round trip).
+    poll_timeout_ms: int = Field(default=100, ge=1, le=60_000)
+    batch_size: int = Field(default=5000, ge=1, le=1_000_000)
 
 
 _DERIVED = ("name", "cdc_topic", "secure_topic")
@@ -136,6 +154,7 @@ class PipelineConfig(_Strict):
     clickhouse: ClickHouseConfig
     entities: dict[str, Entity] = Field(min_length=1)
     pii_processor: PiiProcessorConfig = PiiProcessorConfig()
+    debezium: DebeziumConfig = DebeziumConfig()
 
     @model_validator(mode="after")
     def _derive_topics(self) -> PipelineConfig:

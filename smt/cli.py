@@ -278,7 +278,8 @@ def secure_policy(settings: Settings, output: str) -> None:
 
 @secure.command("run")
 @click.option("--instance-id", default=None, help="Transactional id and static group member id. [default: hostname]")
-@click.option("--batch-size", default=5000, show_default=True, help="Records per consume call and transaction.")
+@click.option("--batch-size", type=click.IntRange(1), default=None,
+              help="Records per consume call and transaction. [default: pii_processor.batch_size of pipeline.yaml]")
 @click.option("--idle-exit", type=float, default=None, help="Exit after this many seconds without records.")
 @click.option("--counters-interval", type=float, default=10.0, show_default=True,
               help="Seconds between counter log lines (in, out, dlq, lag).")
@@ -292,7 +293,7 @@ def secure_policy(settings: Settings, output: str) -> None:
                    "process nothing. One line per problem, exit 1 if any.")
 @OUTPUT_OPTION
 @click.pass_obj
-def secure_run(settings: Settings, instance_id: str | None, batch_size: int, idle_exit: float | None,
+def secure_run(settings: Settings, instance_id: str | None, batch_size: int | None, idle_exit: float | None,
                counters_interval: float, transform_threads: int | None, max_starts: int, dry_run: bool,
                output: str) -> None:
     """Run the processor until SIGTERM/SIGINT (the open transaction is committed or aborted within 5 s).

@@ -27,13 +27,17 @@ def build_processor(
     cfg: PipelineConfig,
     *,
     instance_id: str | None = None,
-    batch_size: int = 5000,
+    batch_size: int | None = None,
     counters_interval_s: float = 10.0,
     transform_threads: int | None = None,
     max_starts: int | None = None,
 ) -> Processor:
-    """A processor for these settings. Refuses an entity without policy and a missing keyring."""
-    opts = ProcessorOptions(bootstrap=settings.kafka_bootstrap, batch_size=batch_size,
+    """A processor for these settings. Refuses an entity without policy and a missing keyring.
+    Batch size and poll timeout (its latency floor) come from `pii_processor` of the pipeline config
+    unless `batch_size` is given."""
+    opts = ProcessorOptions(bootstrap=settings.kafka_bootstrap,
+                            batch_size=batch_size or cfg.pii_processor.batch_size,
+                            poll_timeout_s=cfg.pii_processor.poll_timeout_ms / 1000,
                             counters_interval_s=counters_interval_s)
     if instance_id:
         opts.instance_id = instance_id

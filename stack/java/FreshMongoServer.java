@@ -6,7 +6,10 @@
 // replies, change streams on a database or the whole deployment (`aggregate: 1`), `ns` / `wallTime`
 // on events, resume tokens whose `_data` starts with the KeyString timestamp (0x82 + 8 bytes) and a
 // `postBatchResumeToken` on every batch. FreshBackend adds exactly that on top of the memory backend;
-// FreshOplog keeps the change events in memory.
+// FreshOplog keeps the change events in memory, capped like a real oplog: past
+// -Dprobablyfresh.mongo.oplogMaxEntries (default 200000) the oldest entries go, and with
+// -Dprobablyfresh.mongo.oplogMaxAgeSeconds (default 0: off) those older than that too. A change stream
+// resumed (or a cursor left) behind the cap fails with ChangeStreamHistoryLost (code 286), as on mongod.
 import de.bwaldvogel.mongo.MongoServer;
 import de.bwaldvogel.mongo.MongoCollection;
 import de.bwaldvogel.mongo.MongoDatabase;
@@ -17,13 +20,13 @@ import de.bwaldvogel.mongo.backend.memory.MemoryBackend;
 import de.bwaldvogel.mongo.bson.BinData;
 import de.bwaldvogel.mongo.bson.BsonTimestamp;
 import de.bwaldvogel.mongo.bson.Document;
+import de.bwaldvogel.mongo.exception.MongoServerError;
 import de.bwaldvogel.mongo.oplog.Oplog;
 import io.netty.channel.Channel;
 
 import java.time.Instant;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Objects;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.function.Function;
 import java.util.stream.Stream;
@@ -204,8 +207,11 @@ class FreshBackend extends MemoryBackend {
         if (collection == null) {
             return null;
         }
-        return collection.queryAllAsStream().filter(d -> Objects.equals(d.get("_id"), id)).findFirst()
-            .orElse(null);
+        // By the _id index: a scan of the collection per update event slowed the stream as it grew.
+        for (Document document : collection.handleQuery(new Document("_id", id), 0, 1)) {
+            return document;
+        }
+        return null;
     }
 }
 
@@ -215,10 +221,15 @@ record OplogEntry(BsonTimestamp ts, Instant wall, String op, String db, String c
 
 /** Change events in memory, in timestamp order; timestamps (seconds, global counter) never go back. */
 class FreshOplog implements Oplog {
+    static final int MAX_ENTRIES = Integer.getInteger("probablyfresh.mongo.oplogMaxEntries", 200_000);
+    static final long MAX_AGE_SECONDS = Long.getLong("probablyfresh.mongo.oplogMaxAgeSeconds", 0L);
+    static final int HISTORY_LOST = 286;  // mongod's ChangeStreamHistoryLost
+
     private final FreshBackend backend;
     private final List<OplogEntry> entries = new ArrayList<>();
     private final AtomicInteger increment = new AtomicInteger();
     private long last;
+    private long trimmedThrough;  // timestamp of the newest entry dropped by the cap (0: none dropped)
 
     FreshOplog(FreshBackend backend) {
         this.backend = backend;
@@ -240,10 +251,37 @@ class FreshOplog implements Oplog {
         long candidate = new BsonTimestamp(Instant.now(), increment.incrementAndGet()).getValue();
         last = Math.max(last + 1, candidate);
         entries.add(new OplogEntry(new BsonTimestamp(last), Instant.now(), op, db, coll, id, doc));
+        trim();
+    }
+
+    /** Drops the oldest entries past the cap, in chunks (a sixteenth of the cap) so adds stay O(1). */
+    private void trim() {
+        int drop = entries.size() > MAX_ENTRIES + Math.max(1, MAX_ENTRIES / 16) ? entries.size() - MAX_ENTRIES : 0;
+        if (MAX_AGE_SECONDS > 0 && !entries.isEmpty()
+                && entries.get(0).wall().isBefore(Instant.now().minusSeconds(MAX_AGE_SECONDS + 60))) {
+            Instant oldest = Instant.now().minusSeconds(MAX_AGE_SECONDS);
+            while (drop < entries.size() && entries.get(drop).wall().isBefore(oldest)) {
+                drop++;
+            }
+        }
+        if (drop > 0) {
+            trimmedThrough = entries.get(drop - 1).ts().getValue();
+            entries.subList(0, drop).clear();
+        }
+    }
+
+    /** Fails like mongod when entries after `position` may have been dropped by the cap. */
+    synchronized void checkHistory(long position, boolean inclusive) {
+        if (position < trimmedThrough || (inclusive && position == trimmedThrough)) {
+            throw new MongoServerError(HISTORY_LOST, "ChangeStreamHistoryLost",
+                "Resume of change stream was not possible, as the resume point may no longer be in the oplog "
+                + "(this server keeps the newest " + MAX_ENTRIES + " entries: -Dprobablyfresh.mongo.oplogMaxEntries)");
+        }
     }
 
     /** Entries after `position` (at it too if `inclusive`), at most `limit` (0: all), oldest first. */
     synchronized List<OplogEntry> after(long position, boolean inclusive, int limit) {
+        checkHistory(position, inclusive);  // a cursor that fell behind the cap fails, it never skips
         int low = 0;
         int high = entries.size();
         while (low < high) {  // first entry past the position: timestamps are strictly increasing
@@ -314,6 +352,7 @@ class FreshOplog implements Oplog {
             position = now().getValue();
             inclusive = false;
         }
+        checkHistory(position, inclusive);
         boolean lookup = "updateLookup".equals(changeStream.get("fullDocument"))
             || "required".equals(changeStream.get("fullDocument"))
             || "whenAvailable".equals(changeStream.get("fullDocument"));

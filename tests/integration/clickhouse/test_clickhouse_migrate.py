@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from clickhouse import secure_records as sr
 from clickhouse.backend import ChdbBackend
 from clickhouse.errors import MigrationChangedError, MigrationError
-from clickhouse.migrate import migrate, plan
+from clickhouse.migrate import engine_settings, migrate, plan, retune
+from clickhouse.quality import layer_counts
 from clickhouse.render import MIGRATIONS_DIR, render_migrations
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
+from fresh.wait import wait_until
 
 
 def test_migrate_twice_second_run_does_nothing(
@@ -70,3 +73,41 @@ def test_failure_names_file_and_statement_and_is_not_recorded(
     assert "before_failure" in tables and "after_failure" not in tables
     statuses = {r.name: r.status for r in plan(chdb_backend, migrations, cfg.clickhouse.raw_database)}
     assert statuses["099_broken"] == "pending"
+
+
+def test_retune_recreates_kafka_tables_whose_knobs_changed_and_they_stream_on(
+    chdb_backend: ChdbBackend, pipeline: PipelineConfig, settings: Settings, unique: str
+) -> None:
+    cfg = pipeline.isolated(f"tune{unique}")
+    bootstrap = settings.kafka_bootstrap
+    migrate(chdb_backend, render_migrations(cfg, bootstrap), cfg.clickhouse.raw_database)
+    assert retune(chdb_backend, cfg, bootstrap) == []  # 009 created them as the config says
+    raw = cfg.model_dump(mode="json")
+    raw["clickhouse"]["flush_interval_ms"] = cfg.clickhouse.flush_interval_ms + 123
+    tuned = PipelineConfig.model_validate(raw)
+    queues = [f"{cfg.clickhouse.raw_database}.{name}_queue" for name in cfg.entities]
+
+    def flush_of(table: str) -> str:
+        db, name = table.split(".")
+        (row,) = chdb_backend.query(f"SELECT engine_full FROM system.tables WHERE database = '{db}' "
+                                    f"AND name = '{name}'")
+        return engine_settings(str(row["engine_full"]))["kafka_flush_interval_ms"]
+
+    assert retune(chdb_backend, tuned, bootstrap, dry_run=True) == queues
+    assert {flush_of(t) for t in queues} == {str(cfg.clickhouse.flush_interval_ms)}  # dry run: untouched
+    lines: list[str] = []
+    assert retune(chdb_backend, tuned, bootstrap, progress=lines.append) == queues
+    old, new = cfg.clickhouse.flush_interval_ms, tuned.clickhouse.flush_interval_ms
+    assert f"kafka_flush_interval_ms {old} -> {new}" in lines[0]
+    assert {flush_of(t) for t in queues} == {str(tuned.clickhouse.flush_interval_ms)}
+    assert retune(chdb_backend, tuned, bootstrap) == []
+
+    producer = sr.SecureProducer(bootstrap)  # the re-created table still feeds RAW and MART through the views
+    producer.send(cfg.entity("stores").secure_topic, sr.store("S001", 1_763_000_000_001))
+    producer.flush()
+
+    def landed() -> bool:
+        counts = {r["entity"]: r for r in layer_counts(chdb_backend, cfg)}
+        return counts["stores"]["raw_rows"] == 1 and counts["stores"]["mart_current"] == 1
+
+    wait_until(landed, timeout_s=120, what=f"the store in RAW and MART of {cfg.clickhouse.raw_database}")

@@ -138,3 +138,25 @@ def test_server_backend_passes_sql_and_maps_errors() -> None:
 def test_every_command_has_help_with_examples(command: str) -> None:
     result = CliRunner().invoke(clickhouse, [command, "--help"])
     assert result.exit_code == 0 and "Example" in result.output
+
+
+def test_kafka_latency_knobs_come_from_the_pipeline_config(pipeline: PipelineConfig) -> None:
+    raw = pipeline.model_dump(mode="json")
+    raw["clickhouse"].update(flush_interval_ms=123, poll_timeout_ms=45, reschedule_ms=67, max_block_size=8910)
+    tuned = PipelineConfig.model_validate(raw)
+    (tuning,) = [m for m in render_migrations(tuned, "b:9092") if m.name == "009_kafka_tuning"]
+    for entity in tuned.entities:
+        (ddl,) = [s for s in tuning.statements if s.startswith(f"CREATE TABLE IF NOT EXISTS "
+                                                                f"{tuned.clickhouse.raw_database}.{entity}_queue")]
+        for setting in ("kafka_flush_interval_ms = 123", "kafka_poll_timeout_ms = 45",
+                        "kafka_consumer_reschedule_ms = 67", "kafka_max_block_size = 8910"):
+            assert setting in ddl
+
+
+def test_live_kafka_settings_parse_back_to_the_rendered_ones(pipeline: PipelineConfig) -> None:
+    from clickhouse.migrate import engine_settings
+    from clickhouse.render import KafkaTuning, queue_settings
+
+    want = queue_settings(pipeline, "purchases", "h1:9092,h2:9092", KafkaTuning.from_config(pipeline))
+    engine_full = "Kafka SETTINGS " + ", ".join(f"{k} = {v}" for k, v in want.items())
+    assert engine_settings(engine_full) == want

@@ -120,3 +120,16 @@ def test_no_secret_value_in_render_output(pipeline: PipelineConfig, tmp_path: Pa
     for environment in ENVIRONMENTS:
         for connector in render(pipeline, settings, environment, extra_values=[_all_enabled(tmp_path)]).connectors:
             assert "s3cr3t-render-check" not in to_json(connector)
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_debezium_latency_knobs_come_from_the_pipeline_config(environment: str, pipeline: PipelineConfig,
+                                                               settings: Settings) -> None:
+    raw = pipeline.model_dump(mode="json")
+    raw["debezium"] = {"poll_interval_ms": 37, "max_batch_size": 1000}
+    tuned = PipelineConfig.model_validate(raw)
+    (source,) = [c for c in render(tuned, settings, environment).connectors
+                 if c.template == "mongodb-source.json.j2"]
+    assert source.config["poll.interval.ms"] == "37"
+    assert source.config["max.batch.size"] == "1000"
+    assert int(source.config["max.queue.size"]) > 1000  # Debezium refuses a queue not larger than a batch
