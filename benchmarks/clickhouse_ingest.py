@@ -34,9 +34,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--timeout", type=float, default=1800)
-    ap.add_argument("--partitions", type=int, default=2,
-                    help="partitions of the benchmark topic; the Kafka table gets as many consumers "
-                         "(at most the number of cores: ClickHouse refuses more)")
+    ap.add_argument("--partitions", type=int, default=None,
+                    help="partitions of the benchmark topic, and the Kafka table gets as many consumers "
+                         "(at most the number of cores: ClickHouse refuses more); default: the pipeline "
+                         "config's scale.partitions and scale.clickhouse_consumers, as `up` creates them")
     ap.add_argument("--flush-ms", type=int, default=KafkaTuning.flush_interval_ms, help="kafka_flush_interval_ms")
     ap.add_argument("--block-size", type=int, default=KafkaTuning.max_block_size, help="kafka_max_block_size")
     ap.add_argument("--thread-per-consumer", type=int, choices=(0, 1), default=int(KafkaTuning.thread_per_consumer),
@@ -48,7 +49,8 @@ def main() -> None:
     mart_t = f"{cfg.clickhouse.mart_database}.purchases"
     raw_t = f"{cfg.clickhouse.raw_database}.purchases"
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    for fut in admin.create_topics([NewTopic(topic, args.partitions, 1)]).values():
+    partitions = args.partitions or cfg.scale.partitions
+    for fut in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
         fut.result()
     tuning = KafkaTuning(num_consumers=args.partitions, flush_interval_ms=args.flush_ms, max_block_size=args.block_size,
                          thread_per_consumer=bool(args.thread_per_consumer))
@@ -67,7 +69,8 @@ def main() -> None:
     # Phase A, throughput: a backlog of N records, then the tables are created and drain it.
     secs = produce("A", args.records, 1_763_000_000_000)
     produce_rate = args.records / secs
-    print(f"topic {topic}: {args.partitions} partition(s); Kafka table: {tuning}")
+    consumers = tuning.num_consumers or cfg.scale.clickhouse_consumers
+    print(f"topic {topic}: {partitions} partition(s); Kafka table: {consumers} consumer(s), {tuning}")
     print(f"produced {args.records} records in {secs:.1f}s ({produce_rate:,.0f} rows/s, the baseline)", flush=True)
     backend = ChdbBackend(Path(tempfile.mkdtemp(prefix="chbench-")))
 

@@ -2,11 +2,13 @@
 
 Names (databases, tables, topics, consumer groups) come from the `PipelineConfig`; the broker
 list from settings. A file whose first lines hold `-- requires: server` runs on a ClickHouse
-server only (users, roles and grants; chdb has no access control).
+server only (users, roles and grants; chdb has no access control). With `clickhouse.cluster` set,
+the statements are rewritten for a cluster (clickhouse/cluster.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from typing import Any
 import jinja2
 
 from clickhouse import contract
+from clickhouse.cluster import cluster_migrations
 from clickhouse.fields import fields_for, payload_tuple_type
 from clickhouse.rules import ITEMS_PARSED, rules_array_sql
 from clickhouse.statements import split_statements
@@ -36,7 +39,8 @@ class KafkaTuning:
     flush_interval_ms: int = 1000
     max_block_size: int = 262144
     poll_timeout_ms: int = 200
-    num_consumers: int = 1
+    # kafka_num_consumers; None: the pipeline config's scale.clickhouse_consumers (docs/scaling.md).
+    num_consumers: int | None = None
     # Each consumer reads, parses and writes its blocks in its own thread (and flushes on its own):
     # with several partitions and consumers, the RAW -> MART chain runs on several cores.
     thread_per_consumer: bool = True
@@ -81,6 +85,12 @@ def entity_context(cfg: PipelineConfig) -> list[dict[str, Any]]:
     return out
 
 
+def _with_consumers(tuning: KafkaTuning, cfg: PipelineConfig) -> KafkaTuning:
+    if tuning.num_consumers is not None:
+        return tuning
+    return dataclasses.replace(tuning, num_consumers=cfg.scale.clickhouse_consumers)
+
+
 def render_migrations(
     cfg: PipelineConfig,
     broker_list: str,
@@ -101,7 +111,7 @@ def render_migrations(
         "entities": entities,
         "ent": {e["name"]: e for e in entities},
         "items_parsed": ITEMS_PARSED,
-        "kafka": tuning or KafkaTuning(),
+        "kafka": _with_consumers(tuning or KafkaTuning(), cfg),
         "kv_sql": contract.kv_sql(),
         "exact_decimal": contract.exact_decimal,
         "decimal_text": contract.decimal_text,
@@ -135,4 +145,6 @@ def render_migrations(
             server_only=_REQUIRES_SERVER in source.splitlines()[:3],
             statements=split_statements(sql),
         ))
+    if cfg.clickhouse.cluster:
+        return cluster_migrations(migrations, cfg.clickhouse.cluster)
     return migrations

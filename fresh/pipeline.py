@@ -56,6 +56,9 @@ class ClickHouseConfig(_Strict):
     raw_database: Identifier
     mart_database: Identifier
     consumer_group: TopicName
+    # A ClickHouse cluster (remote_servers) to render the migrations for: ON CLUSTER DDL, Replicated
+    # tables, shard-local Kafka tables and Distributed tables for reads (docs/scaling.md).
+    cluster: Identifier | None = None
 
 
 PiiAction = Literal["encrypt", "encrypt_deterministic", "blind_index", "drop", "keep"]
@@ -89,6 +92,30 @@ class PiiProcessorConfig(_Strict):
     consumer_group: TopicName = "probablyfresh-pii"
     default_region: str = Field(default="US", pattern=r"^[A-Z]{2}$")  # for phone numbers without +country
     max_record_bytes: int = Field(default=524288, ge=1024, le=700000)  # larger records go to the DLQ
+
+
+class ScaleConfig(_Strict):
+    """Partitions and consumers (docs/scaling.md), checked together: a consumer beyond the
+    partition count of its topics would idle, so PipelineConfig refuses it."""
+
+    partitions: int = Field(default=1, ge=1, le=1000)  # every CDC topic, and its `_secure` copy
+    dlq_partitions: int = Field(default=1, ge=1, le=1000)
+    processor_instances: int = Field(default=1, ge=1, le=100)  # one consumer group
+    # Per Kafka engine table and ClickHouse node (kafka_num_consumers; the server refuses more than
+    # its cores). All nodes' tables share one consumer group per entity.
+    clickhouse_consumers: int = Field(default=1, ge=1, le=64)
+    clickhouse_nodes: int = Field(default=1, ge=1, le=1000)  # nodes that consume: shards x replicas
+
+    @model_validator(mode="after")
+    def _consumers_fit(self) -> ScaleConfig:
+        if self.processor_instances > self.partitions:
+            raise ValueError(f"processor_instances {self.processor_instances} > partitions {self.partitions}: "
+                             "the extra instances would idle; add partitions first")
+        total = self.clickhouse_consumers * self.clickhouse_nodes
+        if total > self.partitions:
+            raise ValueError(f"clickhouse_consumers x clickhouse_nodes = {total} > partitions {self.partitions}: "
+                             "the extra consumers would idle; add partitions first")
+        return self
 
 
 _DERIVED = ("name", "cdc_topic", "secure_topic")
@@ -136,9 +163,12 @@ class PipelineConfig(_Strict):
     clickhouse: ClickHouseConfig
     entities: dict[str, Entity] = Field(min_length=1)
     pii_processor: PiiProcessorConfig = PiiProcessorConfig()
+    scale: ScaleConfig = ScaleConfig()
 
     @model_validator(mode="after")
     def _derive_topics(self) -> PipelineConfig:
+        if self.scale.clickhouse_nodes > 1 and self.clickhouse.cluster is None:
+            raise ValueError("scale.clickhouse_nodes > 1 needs clickhouse.cluster (the nodes' cluster name)")
         derived = {}
         for name, entity in self.entities.items():
             _identifier(name)
