@@ -169,3 +169,30 @@ def test_the_compose_cluster_matches_the_rendered_ddl() -> None:
     macros = [(p.name, p.read_text(encoding="utf-8")) for p in sorted(COMPOSE_DIR.glob("macros-*.xml"))]
     assert len(macros) == 2
     assert len({re.search(r"<shard>(\w+)</shard>", text).group(1) for _, text in macros}) == 2  # type: ignore[union-attr]
+
+
+def test_dashboards_and_verify_read_distributed_tables_or_views(pipeline: PipelineConfig,
+                                                                cluster: list[Migration]) -> None:
+    """The names the dashboards (grafana/dashboards/*.json) and `verify`/`status` (clickhouse/quality.py)
+    read are, in the cluster layout, Distributed tables or views over them: every shard is read."""
+    import inspect
+
+    from clickhouse import quality
+
+    raw, mart = pipeline.clickhouse.raw_database, pipeline.clickhouse.mart_database
+    readable = set()
+    for statement in statements(cluster):
+        b = body(statement)
+        m = re.match(r"CREATE (?:OR REPLACE )?(TABLE IF NOT EXISTS|VIEW IF NOT EXISTS|VIEW) (\S+) ", b)
+        if m and ("ENGINE = Distributed(" in b or "VIEW" in m.group(1)):
+            readable.add(m.group(2))
+    dashboards = "\n".join(p.read_text(encoding="utf-8")
+                           for p in (Path(__file__).resolve().parents[3] / "grafana" / "dashboards").glob("*.json"))
+    read = set(re.findall(rf"\b(?:{raw}|{mart})\.\w+", dashboards))
+    assert len(read) >= 10
+    source = inspect.getsource(quality)
+    names = {"raw": raw, "mart": mart, "cfg.clickhouse.mart_database": mart}
+    for var, table in re.findall(r"\{(raw|mart|cfg\.clickhouse\.mart_database)\}\.(\w+|\{e\.name\})", source):
+        tables = pipeline.entities if table == "{e.name}" else [table]
+        read |= {f"{names[var]}.{t}" for t in tables}
+    assert read - readable == set()
