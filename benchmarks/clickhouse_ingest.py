@@ -10,6 +10,7 @@ this client allow), so the ingest rate is also printed as a ratio of it.
 from __future__ import annotations
 
 import argparse
+import resource
 import tempfile
 import time
 import uuid
@@ -24,6 +25,11 @@ from clickhouse.render import KafkaTuning, render_migrations
 from fresh.pipeline import PipelineConfig, load_pipeline_config
 from fresh.settings import load_settings
 from fresh.wait import wait_until
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _config(base: PipelineConfig, tag: str) -> PipelineConfig:
@@ -77,11 +83,11 @@ def main() -> None:
     def n(sql: str) -> int:
         return int(backend.query(sql)[0]["n"])
 
-    t_mig = time.monotonic()
+    t_mig, cpu_mig = time.monotonic(), _cpu_s()
     migrate(backend, render_migrations(cfg, settings.kafka_bootstrap, tuning=tuning), cfg.clickhouse.raw_database)
     wait_until(lambda: n(f"SELECT count() AS n FROM {mart_t}") >= args.records, timeout_s=args.timeout,
                what=f"{args.records} rows in {mart_t}", interval_s=0.05, max_interval_s=0.2)
-    wall = time.monotonic() - t_mig
+    wall, cpu = time.monotonic() - t_mig, _cpu_s() - cpu_mig
     span = backend.query(f"SELECT toUnixTimestamp64Milli(min(ingested_at)) AS a, "
                          f"toUnixTimestamp64Milli(max(ingested_at)) AS b FROM {mart_t}")[0]
     span_s = max((int(span["b"]) - int(span["a"])) / 1000, 1e-3)
@@ -89,6 +95,11 @@ def main() -> None:
           f"{args.records / span_s:,.0f} rows/s (first to last MART row, {span_s:.1f}s; "
           f"{args.records / span_s / produce_rate:.2f}x the produce rate); "
           f"{wall:.1f}s from migrate incl. consumer group join", flush=True)
+    # chdb runs in this process: its CPU time is this process's. Rows per CPU-second do not depend on how
+    # many other processes share the cores (the rate above does).
+    print(f"cpu: {cpu:.1f} CPU-s of this process (the engine) from migrate to drained: "
+          f"{args.records / cpu:,.0f} rows per CPU-second; {cpu / span_s:.2f} cores busy on average over the "
+          f"drain", flush=True)
 
     # Phase B, live: N more records produced while the Kafka tables consume.
     t_live = time.monotonic()
