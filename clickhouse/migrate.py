@@ -130,6 +130,9 @@ def migrate(
 def migrations_for(settings: Settings, cfg: PipelineConfig, backend: Backend, *, for_apply: bool) -> list[Migration]:
     """The migrations rendered for these settings: the broker to read, and the dashboard user's
     password hash (server backends, which need it to apply)."""
+    if cfg.clickhouse.cluster and backend.kind == "chdb":
+        raise ConfigError(f"clickhouse.cluster is {cfg.clickhouse.cluster!r}, but the embedded engine is one node; "
+                          "unset it, or set FRESH_CLICKHOUSE_BACKEND=server and a cluster node (docs/scaling.md)")
     password = settings.clickhouse_dashboard_password.get_secret_value()
     if for_apply and backend.supports_access_control and not password:
         raise ConfigError(

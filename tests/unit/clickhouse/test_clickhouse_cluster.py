@@ -15,6 +15,7 @@ from clickhouse.cluster import LOCAL_SUFFIX, cluster_migrations, storage_tables
 from clickhouse.render import Migration, render_migrations
 from fresh.errors import ConfigError
 from fresh.pipeline import PipelineConfig
+from fresh.settings import Settings
 
 CLUSTER = "probablyfresh"
 COMPOSE_DIR = Path(__file__).resolve().parents[3] / "compose" / "clickhouse-cluster"
@@ -196,3 +197,17 @@ def test_dashboards_and_verify_read_distributed_tables_or_views(pipeline: Pipeli
         tables = pipeline.entities if table == "{e.name}" else [table]
         read |= {f"{names[var]}.{t}" for t in tables}
     assert read - readable == set()
+
+
+def test_the_embedded_engine_refuses_a_cluster_config(pipeline: PipelineConfig, settings: Settings,
+                                                      tmp_path: Path) -> None:
+    from clickhouse.backend import ChdbBackend
+    from clickhouse.migrate import migrations_for
+
+    backend = ChdbBackend(tmp_path / "chdb")
+    try:
+        assert migrations_for(settings, pipeline, backend, for_apply=False)  # one node: fine
+        with pytest.raises(ConfigError, match=r"clickhouse\.cluster is 'probablyfresh'.*FRESH_CLICKHOUSE_BACKEND"):
+            migrations_for(settings, clustered(pipeline), backend, for_apply=False)
+    finally:
+        backend.close()
