@@ -126,7 +126,7 @@ def supervised_services(stack: LocalStack, args: dict[str, Sequence[str]] | None
                        ready_timeout_s=90, env=lambda: {**os.environ, **settings_env(stack.settings)})
 
     processors = {name: define(name, "CDC topics -> *_secure", lambda name=name: running(name))
-                  for name in _processor_names(stack)}
+                  for name in _processor_names(stack, [n for n in args or {} if n.startswith("processor-")])}
     return {
         "ingest": define("ingest", f"chdb at {stack.settings.chdb_path}", ingest_ready),
         **processors,
@@ -134,9 +134,10 @@ def supervised_services(stack: LocalStack, args: dict[str, Sequence[str]] | None
     }
 
 
-def _processor_names(stack: LocalStack) -> list[str]:
-    """The configured processor instances, plus any still recorded from a run with more (so
-    `down` and `status` see every one)."""
+def _processor_names(stack: LocalStack, extra: list[str]) -> list[str]:
+    """The configured processor instances, plus `extra` ones (`start_supervised("processor-2", [])`
+    scales out by one) and any still recorded from a run with more (so `down` and `status` see
+    every one)."""
     from fresh.errors import ConfigError
     from fresh.pipeline import load_pipeline_config
     from stack import processor_services
@@ -147,7 +148,7 @@ def _processor_names(stack: LocalStack) -> list[str]:
         instances = 1
     names = processor_services(instances)
     recorded = sorted(p.name.removesuffix(".pid") for p in stack.run_dir.glob("processor-*.pid"))
-    return names + [n for n in recorded if n not in names]
+    return names + [n for n in sorted({*recorded, *extra}) if n not in names]
 
 
 def raise_failed(name: str, state: dict[str, Any]) -> None:

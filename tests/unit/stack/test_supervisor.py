@@ -14,7 +14,7 @@ import pytest
 
 from fresh.settings import load_settings
 from fresh.wait import wait_until
-from stack.supervisor import RestartPolicy, last_error_line, settings_env, supervise
+from stack.supervisor import RestartPolicy, last_error_line, settings_env, supervise, supervised_services
 
 FAST = RestartPolicy(max_fast_deaths=3, stable_after_s=60, first_backoff_s=0.05, max_backoff_s=0.2)
 
@@ -133,3 +133,5 @@ def test_the_configured_processor_instances_are_supervised_and_leftovers_stay_vi
     assert list(again.supervised) == ["ingest", "processor", "processor-1", "processor-3", "changes"]
     command = again.supervised["processor-1"].command()
     assert command[command.index("stack.worker") + 1] == "processor-1"
+    # one more on demand (start_supervised("processor-5", []) rebuilds the definitions with it)
+    assert "processor-5" in supervised_services(again, {"processor-5": []})
