@@ -10,6 +10,7 @@ this client allow), so the ingest rate is also printed as a ratio of it.
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import tempfile
 import time
@@ -29,6 +30,11 @@ from fresh.wait import wait_until
 from tests import secure_records as sr
 
 
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _config(base: PipelineConfig, tag: str) -> PipelineConfig:
     return base.isolated(f"chbench{tag}")
 
@@ -37,9 +43,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--timeout", type=float, default=1800)
-    ap.add_argument("--partitions", type=int, default=2,
-                    help="partitions of the benchmark topic; the Kafka table gets as many consumers "
-                         "(at most the number of cores: ClickHouse refuses more)")
+    ap.add_argument("--partitions", type=int, default=None,
+                    help="partitions of the benchmark topic, and the Kafka table gets as many consumers "
+                         "(at most the number of cores: ClickHouse refuses more); default: the pipeline "
+                         "config's scale.partitions and scale.clickhouse_consumers, as `up` creates them")
     ap.add_argument("--flush-ms", type=int, default=KafkaTuning.flush_interval_ms, help="kafka_flush_interval_ms")
     ap.add_argument("--block-size", type=int, default=KafkaTuning.max_block_size, help="kafka_max_block_size")
     ap.add_argument("--thread-per-consumer", type=int, choices=(0, 1), default=int(KafkaTuning.thread_per_consumer),
@@ -51,7 +58,8 @@ def main() -> None:
     mart_t = f"{cfg.clickhouse.mart_database}.purchases"
     raw_t = f"{cfg.clickhouse.raw_database}.purchases"
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    for fut in admin.create_topics([NewTopic(topic, args.partitions, 1)]).values():
+    partitions = args.partitions or cfg.scale.partitions
+    for fut in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
         fut.result()
     tuning = KafkaTuning(num_consumers=args.partitions, flush_interval_ms=args.flush_ms, max_block_size=args.block_size,
                          thread_per_consumer=bool(args.thread_per_consumer))
@@ -70,18 +78,19 @@ def main() -> None:
     # Phase A, throughput: a backlog of N records, then the tables are created and drain it.
     secs = produce("A", args.records, 1_763_000_000_000)
     produce_rate = args.records / secs
-    print(f"topic {topic}: {args.partitions} partition(s); Kafka table: {tuning}")
+    consumers = tuning.num_consumers or cfg.scale.clickhouse_consumers
+    print(f"topic {topic}: {partitions} partition(s); Kafka table: {consumers} consumer(s), {tuning}")
     print(f"produced {args.records} records in {secs:.1f}s ({produce_rate:,.0f} rows/s, the baseline)", flush=True)
     backend = ChdbBackend(Path(tempfile.mkdtemp(prefix="chbench-")))
 
     def n(sql: str) -> int:
         return int(backend.query(sql)[0]["n"])
 
-    t_mig = time.monotonic()
+    t_mig, cpu_mig = time.monotonic(), _cpu_s()
     migrate(backend, render_migrations(cfg, settings.kafka_bootstrap, tuning=tuning), cfg.clickhouse.raw_database)
     wait_until(lambda: n(f"SELECT count() AS n FROM {mart_t}") >= args.records, timeout_s=args.timeout,
                what=f"{args.records} rows in {mart_t}", interval_s=0.05, max_interval_s=0.2)
-    wall = time.monotonic() - t_mig
+    wall, cpu = time.monotonic() - t_mig, _cpu_s() - cpu_mig
     span = backend.query(f"SELECT toUnixTimestamp64Milli(min(ingested_at)) AS a, "
                          f"toUnixTimestamp64Milli(max(ingested_at)) AS b FROM {mart_t}")[0]
     span_s = max((int(span["b"]) - int(span["a"])) / 1000, 1e-3)
@@ -89,6 +98,11 @@ def main() -> None:
           f"{args.records / span_s:,.0f} rows/s (first to last MART row, {span_s:.1f}s; "
           f"{args.records / span_s / produce_rate:.2f}x the produce rate); "
           f"{wall:.1f}s from migrate incl. consumer group join", flush=True)
+    # chdb runs in this process: its CPU time is this process's. Rows per CPU-second do not depend on how
+    # many other processes share the cores (the rate above does).
+    print(f"cpu: {cpu:.1f} CPU-s of this process (the engine) from migrate to drained: "
+          f"{args.records / cpu:,.0f} rows per CPU-second; {cpu / span_s:.2f} cores busy on average over the "
+          f"drain", flush=True)
 
     # Phase B, live: N more records produced while the Kafka tables consume.
     t_live = time.monotonic()

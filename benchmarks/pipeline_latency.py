@@ -49,12 +49,10 @@ class MartWatcher(threading.Thread):
         self.backend, self.table = backend, f"{cfg.clickhouse.raw_database}.{cfg.entity('purchases').name}"
         self.seen: dict[tuple[str, int], int] = {}
         self.stop = threading.Event()
-        # Watermark on the Kafka offset, not on ingested_at: a block is stamped when its insert starts and
-        # becomes visible when it commits, seconds later under load; offsets become visible in order.
-        rows = backend.query(f"SELECT max(_offset) AS m, uniqExact(_partition) AS p FROM {self.table}")
-        if int(rows[0]["p"]) > 1:
-            raise SystemExit("the watcher's offset watermark needs a one-partition topic (the local values' default)")
-        self.watermark = int(rows[0]["m"] or 0)
+        # Watermarks on the Kafka offsets, not on ingested_at: a block is stamped when its insert starts and
+        # becomes visible when it commits, seconds later under load; a partition's offsets become visible in order.
+        rows = backend.query(f"SELECT _partition AS p, max(_offset) AS m FROM {self.table} GROUP BY _partition")
+        self.watermarks = {int(r["p"]): int(r["m"]) for r in rows}
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -62,12 +60,14 @@ class MartWatcher(threading.Thread):
             self.stop.wait(0.5)  # the watcher's polling period; latencies come from ingested_at, not from it
 
     def poll(self) -> None:
+        parts, marks = list(self.watermarks), [self.watermarks[p] for p in self.watermarks]
         rows = self.backend.query(
-            f"SELECT purchase_id AS id, updated_at AS u, toUnixTimestamp64Milli(ingested_at) AS i, _offset AS o "
-            f"FROM {self.table} WHERE _offset > {self.watermark} AND empty(broken_rules)")
+            f"SELECT purchase_id AS id, updated_at AS u, toUnixTimestamp64Milli(ingested_at) AS i, _offset AS o, "
+            f"_partition AS p FROM {self.table} WHERE toInt64(_offset) > transform(_partition, {parts}, {marks}, -1) "
+            f"AND empty(broken_rules)")
         for r in rows:
             self.seen.setdefault((str(r["id"]), int(r["u"])), int(r["i"]))
-            self.watermark = max(self.watermark, int(r["o"]))
+            self.watermarks[int(r["p"])] = max(self.watermarks.get(int(r["p"]), -1), int(r["o"]))
 
 
 def _pct(values: list[float], q: float) -> float:

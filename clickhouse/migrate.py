@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from clickhouse.backend import Backend, quote
+from clickhouse.cluster import cluster_statements
 from clickhouse.errors import ClickHouseError, MigrationChangedError, MigrationError
 from clickhouse.render import KafkaTuning, Migration, queue_ddl, queue_settings, render_migrations
 from fresh.errors import ConfigError
@@ -133,6 +134,9 @@ def migrate(
 def migrations_for(settings: Settings, cfg: PipelineConfig, backend: Backend, *, for_apply: bool) -> list[Migration]:
     """The migrations rendered for these settings: the broker to read, and the dashboard user's
     password hash (server backends, which need it to apply)."""
+    if cfg.clickhouse.cluster and backend.kind == "chdb":
+        raise ConfigError(f"clickhouse.cluster is {cfg.clickhouse.cluster!r}, but the embedded engine is one node; "
+                          "unset it, or set FRESH_CLICKHOUSE_BACKEND=server and a cluster node (docs/scaling.md)")
     password = settings.clickhouse_dashboard_password.get_secret_value()
     if for_apply and backend.supports_access_control and not password:
         raise ConfigError(
@@ -193,8 +197,11 @@ def retune(
             continue
         progress(f"{table}: {'would re-create' if dry_run else 're-created'} for {', '.join(changed)}")
         if not dry_run:
-            backend.execute(f"DROP TABLE IF EXISTS {table}")  # SYNC hangs on chdb 26.1
-            backend.execute(queue_ddl(cfg, entity, broker_list, tuning))
+            statements = [f"DROP TABLE IF EXISTS {table}", queue_ddl(cfg, entity, broker_list, tuning)]  # no SYNC:
+            if cfg.clickhouse.cluster:  # it hangs on chdb 26.1
+                statements = cluster_statements(statements, cfg.clickhouse.cluster)
+            for statement in statements:
+                backend.execute(statement)
             log.info("retuned table=%s changed=%s", table, ";".join(changed))
         done.append(table)
     return done

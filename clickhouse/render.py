@@ -2,11 +2,13 @@
 
 Names (databases, tables, topics, consumer groups) come from the `PipelineConfig`; the broker
 list from settings. A file whose first lines hold `-- requires: server` runs on a ClickHouse
-server only (users, roles and grants; chdb has no access control).
+server only (users, roles and grants; chdb has no access control). With `clickhouse.cluster` set,
+the statements are rewritten for a cluster (clickhouse/cluster.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from typing import Any
 import jinja2
 
 from clickhouse import contract
+from clickhouse.cluster import cluster_migrations
 from clickhouse.fields import fields_for, payload_tuple_type
 from clickhouse.rules import ITEMS_PARSED, rules_array_sql
 from clickhouse.statements import split_statements
@@ -38,7 +41,8 @@ class KafkaTuning:
     max_block_size: int = _KNOBS["max_block_size"].default
     poll_timeout_ms: int = _KNOBS["poll_timeout_ms"].default
     reschedule_ms: int = _KNOBS["reschedule_ms"].default
-    num_consumers: int = 1
+    # kafka_num_consumers; None: the pipeline config's scale.clickhouse_consumers (docs/scaling.md).
+    num_consumers: int | None = None
     # Each consumer reads, parses and writes its blocks in its own thread (and flushes on its own):
     # with several partitions and consumers, the RAW -> MART chain runs on several cores.
     thread_per_consumer: bool = True
@@ -47,12 +51,14 @@ class KafkaTuning:
     def from_config(cls, cfg: PipelineConfig) -> KafkaTuning:
         ch = cfg.clickhouse
         return cls(flush_interval_ms=ch.flush_interval_ms, max_block_size=ch.max_block_size,
-                   poll_timeout_ms=ch.poll_timeout_ms, reschedule_ms=ch.reschedule_ms)
+                   poll_timeout_ms=ch.poll_timeout_ms, reschedule_ms=ch.reschedule_ms,
+                   num_consumers=cfg.scale.clickhouse_consumers)
 
 
 def queue_settings(cfg: PipelineConfig, entity: str, broker_list: str, tuning: KafkaTuning) -> dict[str, str]:
     """The Kafka engine settings of `<raw>.<entity>_queue`, as SQL literals (what `engine_full` shows)."""
     e = cfg.entity(entity)
+    tuning = _with_consumers(tuning, cfg)
     return {
         "kafka_broker_list": f"'{broker_list}'",
         "kafka_topic_list": f"'{e.secure_topic}'",
@@ -114,6 +120,12 @@ def entity_context(cfg: PipelineConfig) -> list[dict[str, Any]]:
     return out
 
 
+def _with_consumers(tuning: KafkaTuning, cfg: PipelineConfig) -> KafkaTuning:
+    if tuning.num_consumers is not None:
+        return tuning
+    return dataclasses.replace(tuning, num_consumers=cfg.scale.clickhouse_consumers)
+
+
 def render_migrations(
     cfg: PipelineConfig,
     broker_list: str,
@@ -124,7 +136,7 @@ def render_migrations(
 ) -> list[Migration]:
     """Every migration file, in order, rendered (StrictUndefined: a missing value fails)."""
     entities = entity_context(cfg)
-    kafka = tuning or KafkaTuning.from_config(cfg)
+    kafka = _with_consumers(tuning or KafkaTuning.from_config(cfg), cfg)
     missing = {"stores", "products", "customers", "purchases"} - {e["name"] for e in entities}
     if missing:
         raise ConfigError(f"pipeline config lacks the entities the MART needs: {', '.join(sorted(missing))}")
@@ -170,4 +182,6 @@ def render_migrations(
             server_only=_REQUIRES_SERVER in source.splitlines()[:3],
             statements=split_statements(sql),
         ))
+    if cfg.clickhouse.cluster:
+        return cluster_migrations(migrations, cfg.clickhouse.cluster)
     return migrations

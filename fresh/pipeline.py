@@ -63,6 +63,9 @@ class ClickHouseConfig(_Strict):
     max_block_size: int = Field(default=262_144, ge=1, le=10_000_000)
     # After a poll that found nothing, a consumer waits this long before it polls again.
     reschedule_ms: int = Field(default=100, ge=10, le=60_000)
+    # A ClickHouse cluster (remote_servers) to render the migrations for: ON CLUSTER DDL, Replicated
+    # tables, shard-local Kafka tables and Distributed tables for reads (docs/scaling.md).
+    cluster: Identifier | None = None
 
 
 class DebeziumConfig(_Strict):
@@ -107,6 +110,30 @@ class PiiProcessorConfig(_Strict):
     # poll_timeout_ms), and each batch is one transaction (one commit round trip).
     poll_timeout_ms: int = Field(default=100, ge=1, le=60_000)
     batch_size: int = Field(default=5000, ge=1, le=1_000_000)
+
+
+class ScaleConfig(_Strict):
+    """Partitions and consumers (docs/scaling.md), checked together: a consumer beyond the
+    partition count of its topics would idle, so PipelineConfig refuses it."""
+
+    partitions: int = Field(default=1, ge=1, le=1000)  # every CDC topic, and its `_secure` copy
+    dlq_partitions: int = Field(default=1, ge=1, le=1000)
+    processor_instances: int = Field(default=1, ge=1, le=100)  # one consumer group
+    # Per Kafka engine table and ClickHouse node (kafka_num_consumers; the server refuses more than
+    # its cores). All nodes' tables share one consumer group per entity.
+    clickhouse_consumers: int = Field(default=1, ge=1, le=64)
+    clickhouse_nodes: int = Field(default=1, ge=1, le=1000)  # nodes that consume: shards x replicas
+
+    @model_validator(mode="after")
+    def _consumers_fit(self) -> ScaleConfig:
+        if self.processor_instances > self.partitions:
+            raise ValueError(f"processor_instances {self.processor_instances} > partitions {self.partitions}: "
+                             "the extra instances would idle; add partitions first")
+        total = self.clickhouse_consumers * self.clickhouse_nodes
+        if total > self.partitions:
+            raise ValueError(f"clickhouse_consumers x clickhouse_nodes = {total} > partitions {self.partitions}: "
+                             "the extra consumers would idle; add partitions first")
+        return self
 
 
 _DERIVED = ("name", "cdc_topic", "secure_topic")
@@ -155,9 +182,12 @@ class PipelineConfig(_Strict):
     entities: dict[str, Entity] = Field(min_length=1)
     pii_processor: PiiProcessorConfig = PiiProcessorConfig()
     debezium: DebeziumConfig = DebeziumConfig()
+    scale: ScaleConfig = ScaleConfig()
 
     @model_validator(mode="after")
     def _derive_topics(self) -> PipelineConfig:
+        if self.scale.clickhouse_nodes > 1 and self.clickhouse.cluster is None:
+            raise ValueError("scale.clickhouse_nodes > 1 needs clickhouse.cluster (the nodes' cluster name)")
         derived = {}
         for name, entity in self.entities.items():
             _identifier(name)

@@ -20,6 +20,7 @@ def config() -> None:
     Examples:
       freshctl config check
       freshctl config topics -o json
+      freshctl config scale
     """
 
 
@@ -58,3 +59,21 @@ def config_topics(settings: Settings, output: str) -> None:
     ]
     rows.append({"entity": "(dlq)", "collection": "", "cdc_topic": "", "secure_topic": cfg.kafka.dlq_topic})
     print_rows(rows, output)
+
+
+@config.command("scale")
+@OUTPUT_OPTION
+@click.pass_obj
+def config_scale(settings: Settings, output: str) -> None:
+    """List the partitions and consumers (pipeline.yaml `scale:`) and what each sizes.
+
+    Tune them in pipeline.yaml; loading refuses more consumers than partitions (docs/scaling.md).
+
+    \b
+    Example:
+      freshctl config scale -o json
+    """
+    from fresh.pipeline import load_pipeline_config
+    from fresh.scale import scale_rows
+
+    print_rows(scale_rows(load_pipeline_config(settings.pipeline_config)), output)

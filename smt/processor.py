@@ -167,17 +167,17 @@ def preflight(pipeline: PipelineConfig, bootstrap: str, timeout_s: float = 5.0) 
 
 
 def ensure_topics(pipeline: PipelineConfig, bootstrap: str, timeout_s: float = 30.0) -> list[str]:
-    """Create each `_secure` topic (as many partitions as its CDC topic, so keys land alike) and the
-    DLQ topic if missing, with the CDC topics' record size limit (max.message.bytes). Returns the
-    names created."""
+    """Create each `_secure` topic (as many partitions as its CDC topic, so keys land alike; the
+    config's scale.partitions when the CDC topic does not exist yet) and the DLQ topic if missing,
+    with the CDC topics' record size limit (max.message.bytes). Returns the names created."""
     admin = _admin(bootstrap)
     existing = _list_topics(admin, bootstrap, timeout_s)
     wanted: dict[str, int] = {}
     for cdc, secure in topic_mapping(pipeline).items():
         if secure not in existing:
-            wanted[secure] = len(existing[cdc].partitions) if cdc in existing else 1
+            wanted[secure] = len(existing[cdc].partitions) if cdc in existing else pipeline.scale.partitions
     if pipeline.kafka.dlq_topic not in existing:
-        wanted[pipeline.kafka.dlq_topic] = 1
+        wanted[pipeline.kafka.dlq_topic] = pipeline.scale.dlq_partitions
     if not wanted:
         return []
     limit = topic_max_bytes(admin, [c for c in topic_mapping(pipeline) if c in existing], timeout_s)

@@ -26,7 +26,6 @@ from fresh.clients import count_records, group_lag
 from fresh.errors import FreshError
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
-from stack import SUPERVISED
 from stack.services import LocalStack
 from stack.supervisor import last_error_line, read_state
 
@@ -65,12 +64,12 @@ def service_rows(stack: LocalStack) -> list[StageRow]:
     rows = []
     for svc in stack.status():
         name = str(svc["service"])
-        if name in SUPERVISED or name == "clickhouse":
+        if name in stack.supervised or name == "clickhouse":
             continue
         healthy = svc["state"] == "ready"
         error = "" if healthy else last_error_line(stack.log_file(name))
         rows.append(StageRow("service", name, healthy, str(svc["state"]), f"pid={svc['pid'] or '-'}", error))
-    for name in SUPERVISED:
+    for name in stack.supervised:
         state = read_state(stack, name)
         pid = stack.pid_of(name)
         if name == "changes" and not state:

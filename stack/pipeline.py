@@ -36,6 +36,7 @@ from generator.domain import Plan
 from generator.seed import ENTITIES, seed_database
 from grafana.snapshot_files import SnapshotFiles, existing_snapshots, snapshot_dir
 from smt.keyring import KeyringSource, new_keyring
+from stack import processor_services
 from stack.health import dlq_count
 from stack.services import LocalStack
 
@@ -217,7 +218,8 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _line
         created = create_cdc_topics(settings, cfg, rendered.connectors[0].config if rendered.connectors else {})
         if created:
             progress(f"kafka: created CDC topics {', '.join(created)}")
-        _service(stack, "processor", None, result, progress)
+        for name in processor_services(cfg.scale.processor_instances):
+            _service(stack, name, None, result, progress)
 
         changes_running = stack.pid_of("changes") is not None
         if options.seed:
@@ -250,7 +252,7 @@ def create_cdc_topics(settings: Settings, cfg: PipelineConfig, connector_config:
     if not missing:
         return []
     prefix = "topic.creation.cdc."
-    partitions = int(connector_config.get(prefix + "partitions", "1"))
+    partitions = int(connector_config.get(prefix + "partitions", cfg.scale.partitions))
     replication = int(connector_config.get(prefix + "replication.factor", "-1"))
     configs = {k[len(prefix):]: v for k, v in connector_config.items()
                if k.startswith(prefix) and k[len(prefix):] in ("retention.ms", "cleanup.policy")}

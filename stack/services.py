@@ -33,7 +33,7 @@ from fresh.clients import kafka_admin, mongo_client
 from fresh.errors import PortInUseError, StackError, WaitTimeoutError
 from fresh.settings import Settings
 from fresh.wait import wait_until
-from stack import MAX_CONNECT_WORKERS, SUPERVISED, connect_service_names, jars
+from stack import MAX_CONNECT_WORKERS, connect_service_names, jars
 from stack.supervisor import read_state, supervised_services
 from stack.versions import load_versions
 
@@ -437,7 +437,7 @@ class LocalStack:
 
     def down(self, wipe: bool = False, timeout_s: float = 30.0) -> list[str]:
         # The ingest worker closes the embedded engine, which first stops its Kafka consumers: give it time.
-        stopped = [name for name in reversed(SUPERVISED) if self.stop_service(name, max(timeout_s, 90.0))]
+        stopped = [name for name in reversed(self.supervised) if self.stop_service(name, max(timeout_s, 90.0))]
         stopped += [name for name in reversed(list(self.services)) if self.stop_service(name, timeout_s)]
         if wipe:
             import shutil

@@ -125,11 +125,30 @@ def supervised_services(stack: LocalStack, args: dict[str, Sequence[str]] | None
         return Service(name=name, ports={}, address=address, command=lambda: command(name), ready=ready,
                        ready_timeout_s=90, env=lambda: {**os.environ, **settings_env(stack.settings)})
 
+    processors = {name: define(name, "CDC topics -> *_secure", lambda name=name: running(name))
+                  for name in _processor_names(stack, [n for n in args or {} if n.startswith("processor-")])}
     return {
         "ingest": define("ingest", f"chdb at {stack.settings.chdb_path}", ingest_ready),
-        "processor": define("processor", "CDC topics -> *_secure", lambda: running("processor")),
+        **processors,
         "changes": define("changes", "generator change mode -> MongoDB", lambda: running("changes")),
     }
+
+
+def _processor_names(stack: LocalStack, extra: list[str]) -> list[str]:
+    """The configured processor instances, plus `extra` ones (`start_supervised("processor-2", [])`
+    scales out by one) and any still recorded from a run with more (so `down` and `status` see
+    every one)."""
+    from fresh.errors import ConfigError
+    from fresh.pipeline import load_pipeline_config
+    from stack import processor_services
+
+    try:
+        instances = load_pipeline_config(stack.settings.pipeline_config).scale.processor_instances
+    except ConfigError:  # `down` and `status` still work with a broken config
+        instances = 1
+    names = processor_services(instances)
+    recorded = sorted(p.name.removesuffix(".pid") for p in stack.run_dir.glob("processor-*.pid"))
+    return names + [n for n in sorted({*recorded, *extra}) if n not in names]
 
 
 def raise_failed(name: str, state: dict[str, Any]) -> None:

@@ -2,7 +2,7 @@
 function, in its own process. Settings come from the FRESH_* environment the supervisor passes on.
 
     python -m stack.worker ingest MARKER
-    python -m stack.worker processor MARKER
+    python -m stack.worker processor MARKER      (processor-2, processor-3...: more instances, one group)
     python -m stack.worker changes MARKER N RATE SEED
 """
 
@@ -23,6 +23,11 @@ log = logging.getLogger("stack.worker")
 PROCESSOR_INSTANCE_ID = "local-pii-0"  # fixed: a restarted processor fences its former self at once
 
 
+def processor_instance_id(name: str) -> str:
+    """`processor` -> local-pii-0, `processor-2` -> local-pii-2: fixed per instance, like the first."""
+    return PROCESSOR_INSTANCE_ID if name == "processor" else f"local-pii-{name.removeprefix('processor-')}"
+
+
 def run(name: str, args: list[str]) -> None:
     settings = load_settings()
     cfg = load_pipeline_config(settings.pipeline_config)
@@ -33,11 +38,11 @@ def run(name: str, args: list[str]) -> None:
         from clickhouse.ingest import counts_line, run_ingest
 
         run_ingest(settings, cfg, stop, every=10.0, on_counts=lambda rows: log.info("counts %s", counts_line(rows)))
-    elif name == "processor":
+    elif name == "processor" or name.startswith("processor-"):
         from smt.processor import ProcessorStuckError
         from smt.service import build_processor, run_processor
 
-        processor = build_processor(settings, cfg, instance_id=PROCESSOR_INSTANCE_ID, counters_interval_s=5.0)
+        processor = build_processor(settings, cfg, instance_id=processor_instance_id(name), counters_interval_s=5.0)
         try:
             counters = run_processor(settings, cfg, processor, stop)
         except ProcessorStuckError as exc:

@@ -65,6 +65,7 @@ OFFLINE: dict[str, tuple[list[str], int]] = {
     "status": ([], 1),  # reports every stage unhealthy: the table on stdout, one error line
     "config check": ([], 0),
     "config topics": ([], 0),
+    "config scale": ([], 0),
     "connectors render": (["-e", "local"], 0),
     "grafana check": ([], 0),
     "grafana list": ([], 0),

@@ -14,7 +14,7 @@ import pytest
 
 from fresh.settings import load_settings
 from fresh.wait import wait_until
-from stack.supervisor import RestartPolicy, last_error_line, settings_env, supervise
+from stack.supervisor import RestartPolicy, last_error_line, settings_env, supervise, supervised_services
 
 FAST = RestartPolicy(max_fast_deaths=3, stable_after_s=60, first_backoff_s=0.05, max_backoff_s=0.2)
 
@@ -115,3 +115,23 @@ def test_settings_travel_to_a_worker_unchanged(monkeypatch) -> None:
     for key, value in settings_env(starter).items():
         monkeypatch.setenv(key, value)
     assert load_settings() == starter
+
+
+def test_the_configured_processor_instances_are_supervised_and_leftovers_stay_visible(tmp_path: Path) -> None:
+    """`up` starts scale.processor_instances processors; `down` and `status` also see an instance a
+    run with a larger count left behind (its PID file)."""
+    from stack.services import LocalStack
+
+    text = (Path(__file__).resolve().parents[3] / "pipeline.yaml").read_text(encoding="utf-8")
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(text.replace("processor_instances: 1", "processor_instances: 2"), encoding="utf-8")
+    stack = LocalStack(load_settings(stack_home=tmp_path / "home", pipeline_config=config))
+    assert list(stack.supervised) == ["ingest", "processor", "processor-2", "changes"]
+    stack.run_dir.mkdir(parents=True)
+    (stack.run_dir / "processor-3.pid").write_text("1", encoding="utf-8")
+    again = LocalStack(load_settings(stack_home=tmp_path / "home", pipeline_config=config))
+    assert list(again.supervised) == ["ingest", "processor", "processor-2", "processor-3", "changes"]
+    command = again.supervised["processor-2"].command()
+    assert command[command.index("stack.worker") + 1] == "processor-2"
+    # one more on demand (start_supervised("processor-5", []) rebuilds the definitions with it)
+    assert "processor-5" in supervised_services(again, {"processor-5": []})
