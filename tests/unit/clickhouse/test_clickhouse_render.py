@@ -138,3 +138,12 @@ def test_server_backend_passes_sql_and_maps_errors() -> None:
 def test_every_command_has_help_with_examples(command: str) -> None:
     result = CliRunner().invoke(clickhouse, [command, "--help"])
     assert result.exit_code == 0 and "Example" in result.output
+
+
+def test_mart_version_is_the_secure_offset(pipeline: PipelineConfig) -> None:
+    """010 rewrites 008's MART queries: a rewrite that matched nothing would keep the ms version."""
+    (m,) = [m for m in render_migrations(pipeline, "b:9092") if m.name == "010_kafka_order_version"]
+    n = len(pipeline.entities)
+    assert m.sql.count("toUInt64(_offset) AS version") == 2 * n  # each view, and its recompute
+    assert "source_ts_ms) AS version" not in m.sql
+    assert sum(s.startswith("TRUNCATE TABLE ") for s in m.statements) == n
