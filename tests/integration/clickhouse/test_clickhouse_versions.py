@@ -14,12 +14,14 @@ sequence, in the `_secure` shape and in the partition order Debezium produces th
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 
 from clickhouse import secure_records as sr
 from clickhouse.backend import ChdbBackend
 from clickhouse.migrate import migrate
-from clickhouse.render import render_migrations
+from clickhouse.render import MIGRATIONS_DIR, render_migrations
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 from fresh.wait import wait_until
@@ -59,3 +61,42 @@ def test_change_during_snapshot_wins_over_the_earlier_read(
                               "WHERE NOT is_deleted ORDER BY purchase_id")
     assert rows == [{"purchase_id": "T00000003", "status": "completed"},
                     {"purchase_id": "T00000004", "status": "completed"}]
+
+
+def test_migration_010_recomputes_mart_of_an_existing_warehouse(
+    chdb_backend: ChdbBackend, pipeline: PipelineConfig, settings: Settings, tmp_path: Path,
+    make_unique_config: Callable[[PipelineConfig, str], PipelineConfig], new_tag: Callable[[], str],
+) -> None:
+    """A warehouse migrated before 010 kept the deleted purchase (the read's ts_ms won); `migrate`
+    then applies 010, which recomputes MART from RAW by offset, and streaming goes on after it."""
+    cfg = make_unique_config(pipeline, new_tag())
+    before = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, before)
+    for later in before.glob("*.sql.j2"):
+        if later.name >= "010":
+            later.unlink()
+    migrate(chdb_backend, render_migrations(cfg, settings.kafka_bootstrap, directory=before),
+            cfg.clickhouse.raw_database)
+    topic = cfg.entity("purchases").secure_topic
+    raw, mart = cfg.clickhouse.raw_database, cfg.clickhouse.mart_database
+    p = sr.SecureProducer(settings.kafka_bootstrap)
+    p.send(topic, sr.purchase("T00000001", READ, op="r"))
+    p.send(topic, sr.purchase("T00000002", READ, op="r"))
+    p.send(topic, sr.delete_marker(CHANGED), doc_id="T00000001")
+    p.flush()
+
+    def current() -> list[str]:
+        rows = chdb_backend.query(f"SELECT purchase_id FROM {mart}.purchases FINAL WHERE NOT is_deleted "
+                                  "ORDER BY purchase_id")
+        return [str(r["purchase_id"]) for r in rows]
+
+    wait_until(lambda: chdb_backend.query(f"SELECT count() AS n FROM {raw}.purchases")[0]["n"] == 3,
+               timeout_s=120, what=f"3 RAW rows in {raw}.purchases before 010")
+    assert current() == ["T00000001", "T00000002"]  # the defect: the deleted purchase stayed
+    done = migrate(chdb_backend, render_migrations(cfg, settings.kafka_bootstrap), cfg.clickhouse.raw_database)
+    assert [m.name for m in done] == ["010_kafka_order_version"]
+    assert current() == ["T00000002"]
+    # the re-attached Kafka table streams through the new views
+    p.send(topic, sr.delete_marker(CHANGED), doc_id="T00000002")
+    p.flush()
+    wait_until(lambda: current() == [], timeout_s=120, what="the second delete in MART after 010")
