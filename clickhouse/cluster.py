@@ -12,8 +12,9 @@ here, so the files, and the checksums single-node ledgers hold for them, stay as
   entity: the nodes share the partitions (scale.clickhouse_consumers x clickhouse_nodes <=
   partitions); a node's materialized views write to its local tables, never through the
   Distributed ones (a row is written once, where it was consumed);
-- `INSERT ... SELECT` (a recompute) reads and writes the local tables of the node migrated
-  through; on a new cluster the tables are empty then.
+- `TRUNCATE` and `INSERT ... SELECT` (a recompute: 008, 010) empty, read and write the local
+  tables of the node migrated through; on a new cluster the tables are empty then. On a cluster
+  that already holds rows, a recompute must be run on every shard (docs/scaling.md).
 
 A statement of a kind this module does not know is refused: a new migration must be taught here.
 """
@@ -42,6 +43,7 @@ _CREATE_DATABASE = re.compile(r"^CREATE DATABASE IF NOT EXISTS (\w+)$")
 _ALTER = re.compile(rf"^ALTER TABLE ({_NAME}) (.*)$", re.S)
 _DETACH_ATTACH = re.compile(rf"^(DETACH|ATTACH) TABLE ({_NAME})$")
 _DROP_TABLE = re.compile(rf"^DROP TABLE IF EXISTS ({_NAME})$")
+_TRUNCATE = re.compile(rf"^TRUNCATE TABLE ({_NAME})$")
 _INSERT = re.compile(rf"^INSERT INTO ({_NAME})\b", re.S)
 _CREATE_ACCESS = re.compile(r"^(CREATE (?:ROLE|USER) IF NOT EXISTS \w+)(.*)$", re.S)
 _GRANT = re.compile(r"^GRANT (.*)$", re.S)
@@ -118,6 +120,8 @@ class _Rewriter:
             return [f"ALTER TABLE {name} {self.on} {self.local(rest)}"]
         if m := _DETACH_ATTACH.match(body):
             return [f"{body} {self.on}"]
+        if m := _TRUNCATE.match(body):  # as INSERT ... SELECT: the local table of the node migrated through
+            return [f"TRUNCATE TABLE {self.local(m.group(1))}"]
         if m := _DROP_TABLE.match(body):
             if m.group(1) in self.storage:  # the Distributed table, then the shards' local ones
                 return [f"{body} {self.on}", f"{body}{LOCAL_SUFFIX} {self.on}"]

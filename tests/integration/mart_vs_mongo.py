@@ -140,7 +140,7 @@ def differences(cfg: PipelineConfig, backend: Backend, db: Any, keyring: Keyring
             continue
         raw = {r["id"]: json.loads(r["payload"]) for r in backend.query(
             f"SELECT {entity.business_key} AS id, payload FROM {raw_db}.{entity.name} WHERE NOT deleted "
-            f"ORDER BY source_ts_ms DESC LIMIT 1 BY {entity.business_key}")}
+            f"ORDER BY _offset DESC LIMIT 1 BY {entity.business_key}")}  # newest: as MART (migration 010)
         bad = []
         for key, doc in docs.items():
             want = expected_mart_row(entity.name, doc, keyring, region)

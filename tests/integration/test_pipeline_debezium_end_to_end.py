@@ -9,11 +9,15 @@ local stack's wire-protocol emulator with our change-stream layer, not mongod.
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Consumer
 from mart_vs_mongo import differences
 
 from clickhouse.audit import audit
@@ -30,6 +34,7 @@ from generator.seed import MongoSink, seed
 from smt.processor import ensure_topics
 
 CHANGES = 40  # four of each kind of change in CHANGE_CYCLE's proportions
+SNAPSHOT_EXTRA = 19000  # purchases added for the snapshot race test
 
 
 @pytest.fixture
@@ -107,3 +112,66 @@ def test_mongo_to_mart_through_debezium_and_the_processor(
         assert loyalty() == "platinum"
         _, findings = audit(backend, cfg)
         assert findings == []
+
+
+def test_changes_during_the_snapshot_reach_mart(
+    e2e: dict[str, Any], settings: Settings, secure_pipeline_running: Callable[..., Any]
+) -> None:
+    """Purchases deleted and updated while Debezium's initial snapshot runs: the snapshot's reads
+    carry the emit time as ts_ms, later than the changes' wallTime, and precede them in the
+    partition; MART must end with MongoDB's state (it kept the deleted ones while MART's version
+    was source.ts_ms; migration 010)."""
+    cfg: PipelineConfig = e2e["cfg"]
+    db = e2e["db"]
+    sink = MongoSink(db, cfg)
+    sink.ensure_indexes()
+    seed(Domain(Plan(seed=42)), [sink], batch_size=500)
+    purchases = db[cfg.entity("purchases").collection]
+    # More purchases (copies under new ids, read last), so the snapshot is still running when
+    # the changes below are made (measured: with 20000 purchases, every change was such a race).
+    seeded = list(purchases.find({}))
+    purchases.insert_many([{**seeded[i % len(seeded)], "_id": f"T9{i:07d}", "purchase_id": f"T9{i:07d}"}
+                           for i in range(SNAPSHOT_EXTRA)])
+    last = [d["_id"] for d in purchases.find({}, {"_id": 1}).sort("_id", -1).limit(6)]
+
+    apply(e2e["api"], render(cfg, e2e["local"], "local", only=["mongodb_source"]), e2e["local"], timeout_s=60)
+    admin = kafka_admin(settings)
+    topic = cfg.entity("purchases").cdc_topic
+    wait_until(lambda: topic in admin.list_topics(timeout=5).topics, timeout_s=120, what=f"Debezium to create {topic}")
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"e2e-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    try:
+        def first_read() -> bool:
+            return any(m.error() is None and m.value() and json.loads(m.value()).get("__op") == "r"
+                       for m in consumer.consume(num_messages=100, timeout=0.5))
+
+        wait_until(first_read, timeout_s=120, what="the snapshot's first purchase read")
+    finally:
+        consumer.close()
+    # While the snapshot runs: the purchases it reads last are deleted or change status.
+    purchases.delete_many({"_id": {"$in": last[:3]}})
+    for _id in last[3:]:
+        purchases.update_one({"_id": _id}, {"$set": {"status": "returned", "updated_at": datetime.now(UTC)}})
+    wait_until(lambda: set(cfg.cdc_topics) <= set(admin.list_topics(timeout=5).topics), timeout_s=120,
+               what=f"Debezium to create the CDC topics {cfg.cdc_topics}")
+    ensure_topics(cfg, settings.kafka_bootstrap)
+
+    with secure_pipeline_running(cfg, f"e2e-{cfg.kafka.topic_prefix}") as (keyring_source, backend):
+        keyring = keyring_source.current()
+
+        def mart_equals_mongo() -> bool:
+            found = differences(cfg, backend, db, keyring)
+            if found:
+                raise AssertionError("; ".join(found))
+            return True
+
+        wait_until(mart_equals_mongo, timeout_s=300, what="MART = MongoDB, every field (changes during the snapshot)")
+        # The race this test is about happened: a read with a later ts_ms than the change after it.
+        raw = cfg.clickhouse.raw_database
+        ids = ", ".join(f"'{i}'" for i in last)
+        raced = backend.query(
+            f"SELECT count() AS n FROM {raw}.purchases AS r, {raw}.purchases AS c "
+            f"WHERE r.doc_id = c.doc_id AND r.doc_id IN ({ids}) AND r.op = 'r' AND c.op != 'r' "
+            "AND r._offset < c._offset AND r.source_ts_ms > c.source_ts_ms")[0]["n"]
+        assert raced > 0, "every read preceded its change in ts_ms: the snapshot ended before the changes"

@@ -202,7 +202,7 @@ def test_migration_008_recomputes_mart_of_an_existing_warehouse(
     wait_until(lambda: price() is not None, timeout_s=90, what="the product in MART before 008")
     assert price() == "64.45"  # what 003's float path made of 64.46
     done = migrate(chdb_backend, render_migrations(cfg, settings.kafka_bootstrap), cfg.clickhouse.raw_database)
-    assert [r.name for r in done] == ["008_exact_mart"]
+    assert done[0].name == "008_exact_mart"  # and the later migrations
     assert price() == "64.46"
     # ... and the re-attached Kafka table streams through the new views
     p.send_raw(cfg.entity("products").secure_topic, _text(sr.product("P002", T0), price="64.46"),

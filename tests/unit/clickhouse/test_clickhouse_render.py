@@ -160,3 +160,12 @@ def test_live_kafka_settings_parse_back_to_the_rendered_ones(pipeline: PipelineC
     want = queue_settings(pipeline, "purchases", "h1:9092,h2:9092", KafkaTuning.from_config(pipeline))
     engine_full = "Kafka SETTINGS " + ", ".join(f"{k} = {v}" for k, v in want.items())
     assert engine_settings(engine_full) == want
+
+
+def test_mart_version_is_the_secure_offset(pipeline: PipelineConfig) -> None:
+    """010 rewrites 008's MART queries: a rewrite that matched nothing would keep the ms version."""
+    (m,) = [m for m in render_migrations(pipeline, "b:9092") if m.name == "010_kafka_order_version"]
+    n = len(pipeline.entities)
+    assert m.sql.count("toUInt64(_offset) AS version") == 2 * n  # each view, and its recompute
+    assert "source_ts_ms) AS version" not in m.sql
+    assert sum(s.startswith("TRUNCATE TABLE ") for s in m.statements) == n
