@@ -47,12 +47,12 @@ def main() -> None:
     topic = cfg.entity("purchases").secure_topic
     mart_t = f"{cfg.clickhouse.mart_database}.purchases"
     raw_t = f"{cfg.clickhouse.raw_database}.purchases"
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(settings.kafka("admin").config())
     for fut in admin.create_topics([NewTopic(topic, args.partitions, 1)]).values():
         fut.result()
     tuning = KafkaTuning(num_consumers=args.partitions, flush_interval_ms=args.flush_ms, max_block_size=args.block_size,
                          thread_per_consumer=bool(args.thread_per_consumer))
-    producer = sr.SecureProducer(settings.kafka_bootstrap, **{"linger.ms": 50, "batch.size": 1_000_000,
+    producer = sr.SecureProducer(settings.kafka("admin"), **{"linger.ms": 50, "batch.size": 1_000_000,
                                                               "compression.type": "lz4"})
     template = sr.purchase("T0", 1_763_000_000_000, items=[("P001", "dairy", 2, 50.0), ("P002", "bakery", 1, 30.5)])
 
@@ -75,7 +75,7 @@ def main() -> None:
         return int(backend.query(sql)[0]["n"])
 
     t_mig = time.monotonic()
-    migrate(backend, render_migrations(cfg, settings.kafka_bootstrap, tuning=tuning), cfg.clickhouse.raw_database)
+    migrate(backend, render_migrations(cfg, settings.kafka("admin"), tuning=tuning), cfg.clickhouse.raw_database)
     wait_until(lambda: n(f"SELECT count() AS n FROM {mart_t}") >= args.records, timeout_s=args.timeout,
                what=f"{args.records} rows in {mart_t}", interval_s=0.05, max_interval_s=0.2)
     wall = time.monotonic() - t_mig

@@ -137,7 +137,7 @@ def migrations_for(settings: Settings, cfg: PipelineConfig, backend: Backend, *,
             "(set it in the environment, never in a file of this repo)"
         )
     digest = hashlib.sha256(password.encode()).hexdigest() if password else ""
-    return render_migrations(cfg, settings.kafka_bootstrap, dashboard_password_sha256=digest)
+    return render_migrations(cfg, settings.kafka("clickhouse"), dashboard_password_sha256=digest)
 
 
 def migrate_settings(

@@ -1,8 +1,8 @@
 """Render the ordered migration files (`migrations/NNN_name.sql.j2`) from the pipeline config.
 
-Names (databases, tables, topics, consumer groups) come from the `PipelineConfig`; the broker
-list from settings. A file whose first lines hold `-- requires: server` runs on a ClickHouse
-server only (users, roles and grants; chdb has no access control).
+Names (databases, tables, topics, consumer groups) come from the `PipelineConfig`; the Kafka
+engine's connection (brokers, SASL user) from `settings.kafka("clickhouse")`. A file whose first
+lines hold `-- requires: server` runs on a ClickHouse server only (users, roles and grants; chdb has no access control).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from clickhouse.fields import fields_for, payload_tuple_type
 from clickhouse.rules import ITEMS_PARSED, rules_array_sql
 from clickhouse.statements import split_statements
 from fresh.errors import ConfigError
+from fresh.kafka_connection import KafkaConnection
 from fresh.pipeline import PipelineConfig
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -83,7 +84,7 @@ def entity_context(cfg: PipelineConfig) -> list[dict[str, Any]]:
 
 def render_migrations(
     cfg: PipelineConfig,
-    broker_list: str,
+    kafka: KafkaConnection | str,
     *,
     tuning: KafkaTuning | None = None,
     dashboard_password_sha256: str = "",
@@ -97,7 +98,9 @@ def render_migrations(
     context = {
         "raw_db": cfg.clickhouse.raw_database,
         "mart_db": cfg.clickhouse.mart_database,
-        "broker_list": broker_list,
+        # the Kafka engine's connection (settings.kafka("clickhouse")); a plain broker list for tables never consumed
+        "kafka_engine": kafka.clickhouse_engine_settings() if isinstance(kafka, KafkaConnection)
+        else {"kafka_broker_list": kafka},
         "entities": entities,
         "ent": {e["name"]: e for e in entities},
         "items_parsed": ITEMS_PARSED,

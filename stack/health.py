@@ -23,6 +23,7 @@ from clickhouse.endpoint import read_owner
 from clickhouse.quality import freshness
 from connectors.connect_api import ConnectApi
 from fresh.errors import FreshError
+from fresh.kafka_connection import KafkaConnection
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 from stack import SUPERVISED
@@ -108,14 +109,15 @@ def connector_rows(settings: Settings, cfg: PipelineConfig) -> list[StageRow]:
     return rows
 
 
-def count_records(bootstrap: str, ranges: dict[tuple[str, int], tuple[int, int]], timeout_s: float = 10.0) -> int:
+def count_records(kafka: KafkaConnection, ranges: dict[tuple[str, int], tuple[int, int]],
+                  timeout_s: float = 10.0) -> int:
     """Committed records in each partition's offset range [start, end). Offsets alone overcount on
     transactional topics (every transaction leaves a commit marker that takes an offset)."""
     todo = {tp: r for tp, r in ranges.items() if r[1] > r[0]}
     if not todo:
         return 0
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"freshctl-status-{time.time_ns()}",
-                         "enable.auto.commit": False, "isolation.level": "read_committed", "log_level": 0})
+    consumer = Consumer(kafka.config({"group.id": f"freshctl-status-{time.time_ns()}", "enable.auto.commit": False,
+                                      "isolation.level": "read_committed", "log_level": 0}))
     try:
         consumer.assign([TopicPartition(t, p, start) for (t, p), (start, _end) in todo.items()])
         count, deadline = 0, time.monotonic() + timeout_s
@@ -133,13 +135,12 @@ def count_records(bootstrap: str, ranges: dict[tuple[str, int], tuple[int, int]]
         consumer.close()
 
 
-def group_lag(bootstrap: str, group: str, topics: list[str], timeout_s: float = 10.0,
+def group_lag(kafka: KafkaConnection, group: str, topics: list[str], timeout_s: float = 10.0,
               exact_up_to: int = MAX_LAG) -> dict[str, int | None]:
     """Per topic: records after the group's committed offsets (nothing committed counts from the
     low watermark) up to the high watermarks; None when the topic does not exist. Counted exactly
     up to `exact_up_to` offsets per partition, beyond that the offset difference (markers included)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
-                         "log_level": 0})
+    consumer = Consumer(kafka.config({"group.id": group, "enable.auto.commit": False, "log_level": 0}))
     try:
         meta = consumer.list_topics(timeout=timeout_s).topics
         out: dict[str, int | None] = {}
@@ -157,7 +158,7 @@ def group_lag(bootstrap: str, group: str, topics: list[str], timeout_s: float = 
                     lag += high - start
                 else:
                     exact[(topic, tp.partition)] = (start, high)
-            out[topic] = lag + count_records(bootstrap, exact, timeout_s)
+            out[topic] = lag + count_records(kafka, exact, timeout_s)
         return out
     finally:
         consumer.close()
@@ -165,12 +166,12 @@ def group_lag(bootstrap: str, group: str, topics: list[str], timeout_s: float = 
 
 def lag_rows(settings: Settings, cfg: PipelineConfig) -> list[StageRow]:
     rows = []
-    cdc = group_lag(settings.kafka_bootstrap, cfg.pii_processor.consumer_group, cfg.cdc_topics)
+    cdc = group_lag(settings.kafka("admin"), cfg.pii_processor.consumer_group, cfg.cdc_topics)
     for topic, lag in cdc.items():
         rows.append(_lag_row("cdc -> _secure", topic, lag, cfg.pii_processor.consumer_group))
     for e in cfg.entities.values():
         group = f"{cfg.clickhouse.consumer_group}-{e.name}"
-        lag = group_lag(settings.kafka_bootstrap, group, [e.secure_topic])[e.secure_topic]
+        lag = group_lag(settings.kafka("admin"), group, [e.secure_topic])[e.secure_topic]
         rows.append(_lag_row("_secure -> clickhouse", e.secure_topic, lag, group))
     return rows
 
@@ -183,9 +184,9 @@ def _lag_row(stage: str, topic: str, lag: int | None, group: str) -> StageRow:
                     "" if healthy else f"more than {MAX_LAG} records behind")
 
 
-def dlq_count(bootstrap: str, topic: str, timeout_s: float = 10.0) -> int:
+def dlq_count(kafka: KafkaConnection, topic: str, timeout_s: float = 10.0) -> int:
     """Committed records in the DLQ topic (from the low watermarks: transaction markers are not records)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "freshctl-status", "log_level": 0})
+    consumer = Consumer(kafka.config({"group.id": "freshctl-status", "log_level": 0}))
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if meta is None or meta.error is not None:
@@ -194,11 +195,11 @@ def dlq_count(bootstrap: str, topic: str, timeout_s: float = 10.0) -> int:
                   for p in meta.partitions}
     finally:
         consumer.close()
-    return count_records(bootstrap, ranges, timeout_s)
+    return count_records(kafka, ranges, timeout_s)
 
 
 def dlq_row(settings: Settings, cfg: PipelineConfig) -> StageRow:
-    n = dlq_count(settings.kafka_bootstrap, cfg.kafka.dlq_topic)
+    n = dlq_count(settings.kafka("admin"), cfg.kafka.dlq_topic)
     return StageRow("dlq", cfg.kafka.dlq_topic, n == 0, f"records={n}", "",
                     "" if n == 0 else "records failed processing; see docs/pii.md (DLQ)")
 

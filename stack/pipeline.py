@@ -137,7 +137,7 @@ def summary(settings: Settings, cfg: PipelineConfig, backend: Backend) -> Summar
                        "mart": f["mart_rows"], "e2e_p50_s": f["e2e_p50_s"], "newest_age_s": f["newest_age_s"],
                        "stream_errors": f["stream_errors"]})
     _tables, findings = audit(backend, cfg)
-    return Summary(layers, dlq_count(settings.kafka_bootstrap, cfg.kafka.dlq_topic),
+    return Summary(layers, dlq_count(settings.kafka("admin"), cfg.kafka.dlq_topic),
                    [f"{f.as_row()}" for f in findings])
 
 
@@ -229,7 +229,7 @@ def create_cdc_topics(settings: Settings, cfg: PipelineConfig, connector_config:
     """Create the CDC topics Debezium would create, with the settings of the connector's
     `topic.creation.cdc.*` group, before the processor subscribes: a consumer only notices a topic
     created after it subscribed at its next metadata refresh (librdkafka: every 5 minutes)."""
-    admin = kafka_admin(settings)
+    admin = kafka_admin(settings.kafka("admin"))
     existing = admin.list_topics(timeout=30).topics
     missing = [t for t in cfg.cdc_topics if t not in existing]
     if not missing:

@@ -18,6 +18,7 @@ from confluent_kafka.admin import AdminClient
 from clickhouse.backend import ChdbBackend
 from clickhouse.migrate import migrate
 from clickhouse.render import render_migrations
+from fresh.kafka_connection import KafkaConnection
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 from smt.keyring import KeyringSource
@@ -33,8 +34,9 @@ def local_stack(settings: Settings) -> LocalStack:
 
 
 @pytest.fixture(scope="session")
-def bootstrap(settings: Settings) -> str:
-    return settings.kafka_bootstrap
+def bootstrap(settings: Settings) -> KafkaConnection:
+    """The admin user's connection (a super user): tests' own producers, consumers and admin calls."""
+    return settings.kafka("admin")
 
 
 _RUN_TAGS: list[str] = []  # every tag this session put into names (see delete_tagged_topics)
@@ -60,12 +62,12 @@ def unique(new_tag: Callable[[], str]) -> str:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def delete_tagged_topics(local_stack: LocalStack, bootstrap: str) -> Iterator[None]:
+def delete_tagged_topics(local_stack: LocalStack, bootstrap: KafkaConnection) -> Iterator[None]:
     """After the session, delete the Kafka topics named with this session's tags, so a long-lived
     local broker does not collect thousands of test topics (CI starts from nothing anyway). Only
     this session's tags: another run on the same stack keeps its topics."""
     yield
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(bootstrap.config())
     try:
         topics = [t for t in admin.list_topics(timeout=30).topics if any(tag in t for tag in _RUN_TAGS)]
         for future in admin.delete_topics(topics, operation_timeout=30).values() if topics else ():
@@ -82,7 +84,7 @@ def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture
-def secure_pipeline_running(bootstrap: str, chdb_path: str, tmp_path: Path) -> Callable[..., Any]:
+def secure_pipeline_running(bootstrap: KafkaConnection, chdb_path: str, tmp_path: Path) -> Callable[..., Any]:
     """`with secure_pipeline_running(cfg, instance_id) as (keyring, backend):` runs the PII processor
     for `cfg` in a thread (with a fresh tmp keyring) and migrates ClickHouse on the embedded engine;
     on exit the processor stops, must have ended, and the engine session closes. An exception of
@@ -93,7 +95,7 @@ def secure_pipeline_running(bootstrap: str, chdb_path: str, tmp_path: Path) -> C
     def run(cfg: PipelineConfig, instance_id: str) -> Iterator[tuple[KeyringSource, ChdbBackend]]:
         keyring = KeyringSource(tmp_path / "keyring.json", allow_unwrapped=True)
         keyring.generate()
-        processor = Processor(cfg, keyring, ProcessorOptions(bootstrap=bootstrap, instance_id=instance_id))
+        processor = Processor(cfg, keyring, ProcessorOptions(kafka=bootstrap, instance_id=instance_id))
         stop = threading.Event()
         errors: list[BaseException] = []
 

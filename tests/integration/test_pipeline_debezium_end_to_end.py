@@ -39,7 +39,8 @@ def e2e(pipeline: PipelineConfig, settings: Settings, unique: str, tmp_path: Pat
     cfg = PipelineConfig.model_validate(raw)
     # Own stack home: the connector's secret file goes to tmp, not to the shared stack's folder.
     local = Settings(stack_home=tmp_path / "stack", mongo_uri=settings.mongo_uri,
-                     kafka_bootstrap=settings.kafka_bootstrap, connect_url=settings.connect_url)
+                     kafka_bootstrap=settings.kafka_bootstrap, connect_url=settings.connect_url,
+                     kafka_ca_file=settings.kafka_ca_file, kafka_users_dir=settings.kafka_users_dir)
     api = ConnectApi.from_settings(settings)
     mongo = mongo_client(settings)
     state: dict[str, Any] = {"cfg": cfg, "local": local, "api": api, "db": mongo[cfg.mongodb.database]}
@@ -74,7 +75,7 @@ def test_mongo_to_mart_through_debezium_and_the_processor(
     admin = kafka_admin(settings)
     wait_until(lambda: set(cfg.cdc_topics) <= set(admin.list_topics(timeout=5).topics), timeout_s=120,
                what=f"Debezium to create the CDC topics {cfg.cdc_topics}")
-    ensure_topics(cfg, settings.kafka_bootstrap)
+    ensure_topics(cfg, settings.kafka("admin"))
 
     with secure_pipeline_running(cfg, f"e2e-{cfg.kafka.topic_prefix}") as (keyring_source, backend):
         keyring = keyring_source.current()

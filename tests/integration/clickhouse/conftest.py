@@ -50,5 +50,5 @@ def migrated_config(chdb_backend: ChdbBackend, pipeline: PipelineConfig, setting
     over a streaming Kafka table, so they cannot be dropped after each test.
     """
     cfg = unique_config(pipeline, new_tag())
-    migrate(chdb_backend, render_migrations(cfg, settings.kafka_bootstrap), cfg.clickhouse.raw_database)
+    migrate(chdb_backend, render_migrations(cfg, settings.kafka("admin")), cfg.clickhouse.raw_database)
     return cfg

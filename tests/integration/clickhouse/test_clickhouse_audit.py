@@ -17,7 +17,7 @@ def test_audit_is_clean_after_migrate(chdb_backend: ChdbBackend, unique_pipeline
                                       settings: Settings) -> None:
     # Its own databases: the package's shared pipeline collects the other tests' planted findings.
     cfg = unique_pipeline
-    migrate(chdb_backend, render_migrations(cfg, settings.kafka_bootstrap), cfg.clickhouse.raw_database)
+    migrate(chdb_backend, render_migrations(cfg, settings.kafka("admin")), cfg.clickhouse.raw_database)
     tables, findings = audit(chdb_backend, cfg)
     assert sorted(t["topics"] for t in tables) == sorted(cfg.secure_topics)
     assert findings == []

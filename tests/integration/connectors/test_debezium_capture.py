@@ -24,6 +24,7 @@ from connectors.apply import apply, wait_for_state
 from connectors.connect_api import ConnectApi
 from connectors.render import render
 from fresh.clients import kafka_admin, mongo_client
+from fresh.kafka_connection import KafkaConnection
 from fresh.pipeline import PipelineConfig
 from fresh.settings import REPO_ROOT, Settings
 from fresh.wait import wait_until
@@ -42,7 +43,8 @@ def capture(pipeline: PipelineConfig, settings: Settings, prefix: str, unique: s
     raw["kafka"]["connector_name"] = f"{prefix}src"
     mine = PipelineConfig.model_validate(raw)
     local = Settings(stack_home=tmp_path, mongo_uri=settings.mongo_uri, kafka_bootstrap=settings.kafka_bootstrap,
-                     connect_url=settings.connect_url)
+                     connect_url=settings.connect_url, kafka_ca_file=settings.kafka_ca_file,
+                     kafka_users_dir=settings.kafka_users_dir)
     yield mine, local
     # Stop first (its task ends, so no late heartbeat re-creates a topic), then delete.
     name = mine.kafka.connector_name
@@ -62,9 +64,9 @@ def capture(pipeline: PipelineConfig, settings: Settings, prefix: str, unique: s
             future.result()
 
 
-def _subscribe(bootstrap: str, topic: str) -> Consumer:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"fresh-it-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+def _subscribe(bootstrap: KafkaConnection, topic: str) -> Consumer:
+    consumer = Consumer(bootstrap.config({"group.id": f"fresh-it-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False}))
     consumer.subscribe([topic])
     return consumer
 
@@ -100,7 +102,7 @@ def test_debezium_snapshots_then_streams(api: ConnectApi, settings: Settings, re
     assert source.config["topic.prefix"] == mine.kafka.topic_prefix
     apply(api, rendered, local, timeout_s=60)
 
-    consumer, seen = _subscribe(settings.kafka_bootstrap, entity.cdc_topic), []
+    consumer, seen = _subscribe(settings.kafka("admin"), entity.cdc_topic), []
     try:
         def arrived(op: str, key: str) -> tuple[Any, Any] | None:
             _drain(consumer, seen)
