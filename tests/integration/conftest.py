@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from clickhouse.backend import ChdbBackend
+from clickhouse.backend import ChdbBackend, trust_kafka_ca
 from clickhouse.migrate import migrate
 from clickhouse.render import render_migrations
 from fresh.kafka_connection import KafkaConnection
@@ -23,6 +23,7 @@ from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 from smt.keyring import KeyringSource
 from smt.processor import Processor, ProcessorOptions
+from stack.kafka_security import grant_pipeline_acls
 from stack.services import LocalStack
 
 
@@ -30,6 +31,8 @@ from stack.services import LocalStack
 def local_stack(settings: Settings) -> LocalStack:
     stack = LocalStack(settings)
     stack.up()
+    # The embedded engine's Kafka tables in this process read over SASL_SSL: trust the stack's CA.
+    trust_kafka_ca(settings.kafka("clickhouse"))
     return stack
 
 
@@ -84,18 +87,20 @@ def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture
-def secure_pipeline_running(bootstrap: KafkaConnection, chdb_path: str, tmp_path: Path) -> Callable[..., Any]:
+def secure_pipeline_running(settings: Settings, chdb_path: str, tmp_path: Path) -> Callable[..., Any]:
     """`with secure_pipeline_running(cfg, instance_id) as (keyring, backend):` runs the PII processor
-    for `cfg` in a thread (with a fresh tmp keyring) and migrates ClickHouse on the embedded engine;
-    on exit the processor stops, must have ended, and the engine session closes. An exception of
-    the processor thread is re-raised on exit (the test fails with it, even if it passed
-    otherwise), never lost."""
+    for `cfg` in a thread (with a fresh tmp keyring) and migrates ClickHouse on the embedded engine,
+    each as its own Kafka user with the pipeline's ACLs (pf-processor, pf-clickhouse); on exit the
+    processor stops, must have ended, and the engine session closes. An exception of the processor
+    thread is re-raised on exit (the test fails with it, even if it passed otherwise), never lost."""
 
     @contextmanager
     def run(cfg: PipelineConfig, instance_id: str) -> Iterator[tuple[KeyringSource, ChdbBackend]]:
         keyring = KeyringSource(tmp_path / "keyring.json", allow_unwrapped=True)
         keyring.generate()
-        processor = Processor(cfg, keyring, ProcessorOptions(kafka=bootstrap, instance_id=instance_id))
+        grant_pipeline_acls(settings, cfg)  # each its own user, as in `freshctl up`
+        options = ProcessorOptions(kafka=settings.kafka("processor"), instance_id=instance_id)
+        processor = Processor(cfg, keyring, options)
         stop = threading.Event()
         errors: list[BaseException] = []
 
@@ -109,7 +114,7 @@ def secure_pipeline_running(bootstrap: KafkaConnection, chdb_path: str, tmp_path
         worker.start()
         backend = ChdbBackend(Path(chdb_path))
         try:
-            migrate(backend, render_migrations(cfg, bootstrap), cfg.clickhouse.raw_database)
+            migrate(backend, render_migrations(cfg, settings.kafka("clickhouse")), cfg.clickhouse.raw_database)
             yield keyring, backend
         finally:
             stop.set()
