@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     stack_home: Path = REPO_ROOT / ".stack"
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
+    # Benchmarks only (benchmarks/kafka_tls_throughput.py, on a stack of its own): an extra PLAINTEXT
+    # listener on 127.0.0.1 to compare against. Unset: the broker has no plaintext client listener.
+    kafka_plaintext_port: int | None = None
     connect_port: int = 8083
     mongo_port: int = 27017
 
@@ -77,8 +80,8 @@ class Settings(BaseSettings):
     decrypt_audit_path: Path | None = None
     operator: str = ""  # FRESH_OPERATOR: the person behind `secure decrypt`, recorded next to the OS user
 
-    @field_validator("kek_path", "decrypt_audit_path", "kafka_ca_file", "kafka_cert_file", "kafka_key_file",
-                     "kafka_users_dir", mode="before")
+    @field_validator("kek_path", "decrypt_audit_path", "kafka_plaintext_port", "kafka_ca_file", "kafka_cert_file",
+                     "kafka_key_file", "kafka_users_dir", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value  # FRESH_KEK_PATH= means "no KEK file", not "."

@@ -99,7 +99,8 @@ class LocalStack:
             ),
             "kafka": Service(
                 name="kafka",
-                ports={"FRESH_KAFKA_PORT": s.kafka_port, "FRESH_KAFKA_CONTROLLER_PORT": s.kafka_controller_port},
+                ports={"FRESH_KAFKA_PORT": s.kafka_port, "FRESH_KAFKA_CONTROLLER_PORT": s.kafka_controller_port,
+                       **({"FRESH_KAFKA_PLAINTEXT_PORT": s.kafka_plaintext_port} if s.kafka_plaintext_port else {})},
                 address=f"127.0.0.1:{s.kafka_port}",
                 command=self._kafka_command,
                 ready=self._kafka_ready,
@@ -185,16 +186,19 @@ class LocalStack:
         s = self.settings
         tls = ensure_tls(self.kafka_dir / "tls")
         admin, ch = s.kafka_admin_user, s.kafka_clickhouse_user
+        # Benchmarks only: a plaintext listener (its clients are ANONYMOUS, a super user) to compare against.
+        plain = f",PLAINTEXT://127.0.0.1:{s.kafka_plaintext_port}" if s.kafka_plaintext_port else ""
         return self._write_conf("kafka.properties", [
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.bootstrap.servers=127.0.0.1:{s.kafka_controller_port}",
             # Clients and the broker itself: SASL_SSL only. The controller listener stays PLAINTEXT on
             # 127.0.0.1: KRaft cannot use SCRAM there (docs/security.md says why and what prod does).
-            f"listeners=SASL_SSL://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
-            f"advertised.listeners=SASL_SSL://127.0.0.1:{s.kafka_port}",
+            f"listeners=SASL_SSL://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.kafka_controller_port}{plain}",
+            f"advertised.listeners=SASL_SSL://127.0.0.1:{s.kafka_port}{plain}",
             "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT"
+            + (",PLAINTEXT:PLAINTEXT" if plain else ""),
             "inter.broker.listener.name=SASL_SSL",
             # PLAIN (inside TLS) only for the ClickHouse engine: chdb's librdkafka has no SCRAM.
             "sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN",
