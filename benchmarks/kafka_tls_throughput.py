@@ -21,7 +21,15 @@ from pathlib import Path
 
 import yaml
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+)
 from smt_throughput import pipeline_for, timed_run
 
 from fresh.kafka_connection import KafkaConnection
@@ -68,6 +76,14 @@ def main() -> None:
         producer.flush()
         print(f"input: {args.records} records, {size / 1e6:.1f} MB")
 
+        # timed_run names its groups bench-<tag> (transactional ids pii-bench-<tag>-...): allow them to pf-processor.
+        user = f"User:{settings.kafka_processor_user}"
+        acls = [AclBinding(rtype, name, ResourcePatternType.PREFIXED, user, "*", op, AclPermissionType.ALLOW)
+                for rtype, name in ((ResourceType.GROUP, "bench-"), (ResourceType.TRANSACTIONAL_ID, "pii-bench-"))
+                for op in (AclOperation.READ if rtype == ResourceType.GROUP else AclOperation.WRITE,
+                           AclOperation.DESCRIBE)]
+        for fut in client.create_acls(acls).values():
+            fut.result(30)
         ring = KeyringSource(home / "keyring.json", allow_unwrapped=True)  # throwaway keys of a benchmark
         ring.generate()
         plaintext = KafkaConnection(bootstrap_servers=f"127.0.0.1:{args.port + 2}", security_protocol="PLAINTEXT")

@@ -38,9 +38,11 @@ def kafka_admin(kafka: KafkaConnection, extra: dict[str, Any] | None = None) -> 
 def check_kafka(kafka: KafkaConnection, timeout_s: float = 5.0) -> None:
     """Raise one line (unreachable, refused credentials, untrusted certificate) unless a broker
     answers `kafka` within `timeout_s`."""
+    admin = kafka_admin(kafka)
     try:
-        metadata = kafka_admin(kafka).list_topics(timeout=timeout_s)
+        metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
+        admin.poll(0.5)  # serves the error callbacks: refused credentials or TLS say so
         raise kafka.failure(timeout_s, exc) from None
     if not metadata.brokers:
         raise kafka.failure(timeout_s)
@@ -67,6 +69,7 @@ def group_lag(kafka: KafkaConnection, group: str, topics: list[str], timeout_s: 
             result = admin.list_consumer_group_offsets(request, request_timeout=timeout_s)[group].result(timeout_s)
             committed = {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions or []}
     except KafkaException as exc:
+        admin.poll(0.5)  # serves the error callbacks: refused credentials or TLS say so
         raise kafka.failure(timeout_s, exc) from None
     rows = []
     for topic in topics:

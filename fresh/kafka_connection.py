@@ -26,6 +26,10 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
 
 
+_DENIED = (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED,
+           KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED)
+
+
 class KafkaRole(StrEnum):
     """Who a client is: each role authenticates as its own user with only the ACLs it needs."""
 
@@ -145,7 +149,7 @@ class KafkaConnection(BaseModel):
     def note(self, err: KafkaError) -> None:
         """Remember `err` (an `error_cb` of a client built with a custom callback should call this),
         so `failure()` can say whether credentials or TLS were the cause."""
-        if err.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL) or "SSL" in err.str():
+        if err.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL, *_DENIED) or "SSL" in err.str():
             self._last_error[:] = [err]
 
     def java_properties(self, prefix: str = "", password_ref: str | None = None) -> list[str]:
@@ -197,6 +201,10 @@ class KafkaConnection(BaseModel):
         if cause is not None and cause.code() == KafkaError._AUTHENTICATION:
             return KafkaAuthError(f"{where} refused user {self.username} ({self.role.value}): {_first(reason)}; "
                                   f"set {self.password_setting} (or FRESH_KAFKA_{self.role.value.upper()}_USER)")
+        if cause is not None and cause.code() in _DENIED:
+            return KafkaAuthError(f"{where}: user {self.username} ({self.role.value}) is not allowed: "
+                                  f"{_first(reason)}; create its ACLs (docs/security.md; `freshctl stack up` does "
+                                  f"for the pipeline config) or set FRESH_KAFKA_{self.role.value.upper()}_USER")
         if cause is not None and (cause.code() == KafkaError._SSL or "certificate verify failed" in reason):
             return KafkaTlsError(f"{where}: TLS handshake failed ({_first(reason)}); set FRESH_KAFKA_CA_FILE to the "
                                  f"CA that signed the broker's certificate (now {self.ca_file or 'the system CAs'})")

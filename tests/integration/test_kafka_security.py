@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer
 from pydantic import SecretStr
 
 from fresh.clients import check_kafka
@@ -24,12 +24,12 @@ from stack.kafka_security import ensure_tls, grant_pipeline_acls
 FRESHCTL = str(Path(sys.executable).parent / "freshctl")
 
 
-def _read_error(conn: KafkaConnection, topic: str) -> KafkaError | None:
-    """The error a consumer of `conn` gets when it reads `topic` (None: it may read)."""
-    consumer = Consumer(conn.config({"group.id": f"acl-probe-{os.getpid()}", "log_level": 0,
-                                     "enable.auto.commit": False}))
+def _read_error(conn: KafkaConnection, group: str, topic: str) -> KafkaError | None:
+    """The error a consumer of `conn` (in a group it may use) gets when it reads `topic` (None: it may read)."""
+    consumer = Consumer(conn.config({"group.id": group, "log_level": 0, "enable.auto.commit": False,
+                                     "auto.offset.reset": "earliest"}))
     try:
-        consumer.assign([TopicPartition(topic, 0, 0)])
+        consumer.subscribe([topic])
 
         def answer() -> KafkaError | bool:
             msg = consumer.poll(1.0)
@@ -56,14 +56,15 @@ def test_each_user_reads_only_what_its_acls_allow(
         producer.produce(topic, b"{}", key=b'{"id": "x"}')
     assert producer.flush(30) == 0
 
-    processor, clickhouse = settings.kafka("processor"), settings.kafka("clickhouse")
-    connect = settings.kafka("connect")
-    assert _read_error(processor, entity.cdc_topic) is None
-    assert _read_error(clickhouse, entity.secure_topic) is None
-    # ClickHouse never reads plaintext PII; the processor and Connect never read what ClickHouse reads.
-    denied = ((clickhouse, entity.cdc_topic), (processor, entity.secure_topic), (connect, entity.secure_topic))
-    for conn, topic in denied:
-        err = _read_error(conn, topic)
+    processor = (settings.kafka("processor"), cfg.pii_processor.consumer_group)
+    clickhouse = (settings.kafka("clickhouse"), f"{cfg.clickhouse.consumer_group}-{entity.name}")
+    assert _read_error(*processor, entity.cdc_topic) is None
+    assert _read_error(*clickhouse, entity.secure_topic) is None
+    # ClickHouse never reads plaintext PII; the processor never reads what ClickHouse reads. (Connect
+    # may read no topic but its own `_connect-*`: its only group is the worker's, which a probe cannot join.)
+    denied = ((clickhouse, entity.cdc_topic), (processor, entity.secure_topic))
+    for (conn, group), topic in denied:
+        err = _read_error(conn, group, topic)
         assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, (conn.username, topic, err)
 
 

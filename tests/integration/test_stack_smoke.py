@@ -8,7 +8,15 @@ import pymongo
 import requests
 from chdb import session as chdb_session
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+)
 
 from clickhouse.backend import trust_kafka_ca
 from fresh.kafka_connection import KafkaConnection
@@ -66,23 +74,32 @@ def test_connect_lists_the_debezium_mongodb_plugin(settings: Settings) -> None:
     assert DEBEZIUM_CONNECTOR_CLASS in {p["class"] for p in plugins}
 
 
-def test_chdb_kafka_engine_consumes_1000_json_records(bootstrap: KafkaConnection, unique: str, chdb_path: str) -> None:
-    topic = f"smoke-ch-{unique}"
+def test_chdb_kafka_engine_consumes_1000_json_records(
+    bootstrap: KafkaConnection, settings: Settings, unique: str, chdb_path: str
+) -> None:
+    """Over SASL_SSL as pf-clickhouse (PLAIN: chdb's librdkafka has no SCRAM), with an ACL for this topic."""
+    topic, group = f"smoke-ch-{unique}", f"probablyfresh-clickhouse-smoke-{unique}"
+    engine = settings.kafka("clickhouse")
+    acl = AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, f"User:{engine.username}", "*",
+                     AclOperation.READ, AclPermissionType.ALLOW)
+    admin = AdminClient(bootstrap.config())  # kept in a variable while its futures run
+    for fut in admin.create_acls([acl]).values():
+        fut.result(30)
     producer = Producer(bootstrap.config())
     for i in range(1000):
         producer.produce(topic, json.dumps({"id": i, "name": f"row-{i}"}).encode())
     assert producer.flush(30) == 0
 
     db = f"smoke_{unique}"
-    trust_kafka_ca(bootstrap)  # SASL_SSL: the engine's librdkafka trusts the stack's CA
-    connection = ", ".join(f"{k} = '{v}'" for k, v in bootstrap.clickhouse_engine_settings().items())
+    trust_kafka_ca(engine)  # the engine's librdkafka trusts the stack's CA
+    connection = ", ".join(f"{k} = '{v}'" for k, v in engine.clickhouse_engine_settings().items())
     sess = chdb_session.Session(chdb_path)
     try:
         sess.query(f"CREATE DATABASE {db}")
         sess.query(f"""
             CREATE TABLE {db}.queue (id UInt64, name String) ENGINE = Kafka
             SETTINGS {connection}, kafka_topic_list = '{topic}',
-                     kafka_group_name = 'smoke-{unique}', kafka_format = 'JSONEachRow',
+                     kafka_group_name = '{group}', kafka_format = 'JSONEachRow',
                      kafka_flush_interval_ms = 500""")
         sess.query(f"CREATE TABLE {db}.rows (id UInt64, name String) ENGINE = MergeTree ORDER BY id")
         sess.query(f"CREATE MATERIALIZED VIEW {db}.queue_to_rows TO {db}.rows AS SELECT id, name FROM {db}.queue")
