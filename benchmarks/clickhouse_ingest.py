@@ -18,12 +18,13 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from clickhouse import secure_records as sr
-from clickhouse.backend import ChdbBackend
+from clickhouse.backend import ChdbBackend, trust_kafka_ca
 from clickhouse.migrate import migrate
 from clickhouse.render import KafkaTuning, render_migrations
 from fresh.pipeline import PipelineConfig, load_pipeline_config
 from fresh.settings import load_settings
 from fresh.wait import wait_until
+from stack.kafka_security import engine_connection
 
 
 def _config(base: PipelineConfig, tag: str) -> PipelineConfig:
@@ -69,13 +70,15 @@ def main() -> None:
     produce_rate = args.records / secs
     print(f"topic {topic}: {args.partitions} partition(s); Kafka table: {tuning}")
     print(f"produced {args.records} records in {secs:.1f}s ({produce_rate:,.0f} rows/s, the baseline)", flush=True)
+    trust_kafka_ca(settings.kafka("clickhouse"))  # the engine reads over SASL_SSL
     backend = ChdbBackend(Path(tempfile.mkdtemp(prefix="chbench-")))
 
     def n(sql: str) -> int:
         return int(backend.query(sql)[0]["n"])
 
     t_mig = time.monotonic()
-    migrate(backend, render_migrations(cfg, settings.kafka("admin"), tuning=tuning), cfg.clickhouse.raw_database)
+    migrations = render_migrations(cfg, engine_connection(settings, cfg), tuning=tuning)
+    migrate(backend, migrations, cfg.clickhouse.raw_database)
     wait_until(lambda: n(f"SELECT count() AS n FROM {mart_t}") >= args.records, timeout_s=args.timeout,
                what=f"{args.records} rows in {mart_t}", interval_s=0.05, max_interval_s=0.2)
     wall = time.monotonic() - t_mig

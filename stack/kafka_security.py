@@ -27,7 +27,7 @@ from confluent_kafka.admin import (
 
 from fresh.clients import kafka_admin
 from fresh.errors import StackError
-from fresh.kafka_connection import KafkaRole
+from fresh.kafka_connection import KafkaConnection, KafkaRole
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 
@@ -145,6 +145,13 @@ def pipeline_acls(settings: Settings, cfg: PipelineConfig) -> list[AclBinding]:
     acls += _allow(processor, txn, f"pii-{group_id}-", pre, [w, d])
     acls += _allow(clickhouse, group, f"{cfg.clickhouse.consumer_group}-", pre, [r, d])
     return acls
+
+
+def engine_connection(settings: Settings, cfg: PipelineConfig) -> KafkaConnection:
+    """The ClickHouse Kafka engine's connection (pf-clickhouse) with its ACLs for `cfg` granted:
+    what a migration of `cfg`'s Kafka tables renders with (tests and benchmarks of isolated configs)."""
+    grant_pipeline_acls(settings, cfg)
+    return settings.kafka(KafkaRole.CLICKHOUSE)
 
 
 def grant_pipeline_acls(settings: Settings, cfg: PipelineConfig, timeout_s: float = 30.0) -> int:

@@ -25,6 +25,7 @@ from clickhouse.render import MIGRATIONS_DIR, render_migrations
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 from fresh.wait import wait_until
+from stack.kafka_security import engine_connection
 
 T0 = 1_763_000_000_000
 HUGE = "9" * 400  # a number no parser here holds: the whole payload reads as not the contract's shape
@@ -60,7 +61,7 @@ class Landed:
 def landed(chdb_backend: ChdbBackend, pipeline: PipelineConfig, settings: Settings,
            make_unique_config: Callable[[PipelineConfig, str], PipelineConfig], new_tag: Callable[[], str]) -> Landed:
     cfg = make_unique_config(pipeline, new_tag())
-    migrate(chdb_backend, render_migrations(cfg, settings.kafka("admin")), cfg.clickhouse.raw_database)
+    migrate(chdb_backend, render_migrations(cfg, engine_connection(settings, cfg)), cfg.clickhouse.raw_database)
     topic = {name: e.secure_topic for name, e in cfg.entities.items()}
     p = sr.SecureProducer(settings.kafka("admin"))
 
@@ -187,7 +188,7 @@ def test_migration_008_recomputes_mart_of_an_existing_warehouse(
     for later in before.glob("*.sql.j2"):
         if later.name >= "008":
             later.unlink()
-    migrate(chdb_backend, render_migrations(cfg, settings.kafka("admin"), directory=before),
+    migrate(chdb_backend, render_migrations(cfg, engine_connection(settings, cfg), directory=before),
             cfg.clickhouse.raw_database)
     p = sr.SecureProducer(settings.kafka("admin"))
     p.send_raw(cfg.entity("products").secure_topic, _text(sr.product("P001", T0), price="64.46"),
@@ -201,7 +202,7 @@ def test_migration_008_recomputes_mart_of_an_existing_warehouse(
 
     wait_until(lambda: price() is not None, timeout_s=90, what="the product in MART before 008")
     assert price() == "64.45"  # what 003's float path made of 64.46
-    done = migrate(chdb_backend, render_migrations(cfg, settings.kafka("admin")), cfg.clickhouse.raw_database)
+    done = migrate(chdb_backend, render_migrations(cfg, engine_connection(settings, cfg)), cfg.clickhouse.raw_database)
     assert [r.name for r in done] == ["008_exact_mart"]
     assert price() == "64.46"
     # ... and the re-attached Kafka table streams through the new views

@@ -20,12 +20,14 @@ from clickhouse.migrate import migrate
 from clickhouse.render import render_migrations
 from fresh.kafka_connection import KafkaConnection
 from fresh.pipeline import PipelineConfig
+from fresh.settings import Settings
 from fresh.wait import wait_until
 from generator.domain import Domain, Plan
 from generator.seed import ENTITIES
 from smt.cdc_records import cdc_key, cdc_value
 from smt.keyring import KeyringSource
 from smt.processor import Processor, ProcessorOptions, ensure_topics
+from stack.kafka_security import engine_connection
 
 DEFAULT_SEED = 42  # freshctl seed's default
 
@@ -44,8 +46,10 @@ def as_cdc_json(value: Any) -> Any:
 
 
 @pytest.fixture(scope="package")
-def seeded_pipeline(pipeline: PipelineConfig, bootstrap: KafkaConnection, chdb_path: str, new_tag: Callable[[], str],
-                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PipelineConfig, ChdbBackend, Plan]]:
+def seeded_pipeline(
+    pipeline: PipelineConfig, bootstrap: KafkaConnection, settings: Settings, chdb_path: str,
+    new_tag: Callable[[], str], tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[PipelineConfig, ChdbBackend, Plan]]:
     cfg = pipeline.isolated(f"gf{new_tag()}")
     plan = Plan(seed=DEFAULT_SEED)
     admin = AdminClient(bootstrap.config())
@@ -71,7 +75,7 @@ def seeded_pipeline(pipeline: PipelineConfig, bootstrap: KafkaConnection, chdb_p
     worker.start()
     backend = ChdbBackend(Path(chdb_path))
     try:
-        migrate(backend, render_migrations(cfg, bootstrap), cfg.clickhouse.raw_database)
+        migrate(backend, render_migrations(cfg, engine_connection(settings, cfg)), cfg.clickhouse.raw_database)
         mart = cfg.clickhouse.mart_database
 
         def mart_complete() -> bool:
