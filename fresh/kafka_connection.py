@@ -152,23 +152,37 @@ class KafkaConnection(BaseModel):
         if err.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL, *_DENIED) or "SSL" in err.str():
             self._last_error[:] = [err]
 
-    def java_properties(self, prefix: str = "", password_ref: str | None = None) -> list[str]:
-        """The same connection for a Java client (Kafka Connect worker and its `producer.`/`consumer.`/
-        `admin.` overrides). `password_ref` (a config provider reference such as `${dir:...}`)
-        replaces the password, so the file holds no secret."""
-        self._check_files()
-        lines = [f"{prefix}bootstrap.servers={self.bootstrap_servers}",
-                 f"{prefix}security.protocol={self.security_protocol}"]
+    def password_ref(self) -> str:
+        """A Kafka config provider reference to the password file (`${dir:<folder>:<file>}`, resolved
+        by a worker or broker with the `dir` provider): config files that hold it hold no secret."""
+        if self.password_file is None:
+            raise KafkaAuthError(f"no password file for Kafka user {self.username}: set FRESH_KAFKA_USERS_DIR")
+        return "${dir:" + f"{self.password_file.parent}:{self.password_file.name}" + "}"
+
+    def java_config(self, prefix: str = "", password_ref: str | None = None, check: bool = True,
+                    bootstrap: bool = True) -> dict[str, str]:
+        """The same connection for a Java client (the Kafka Connect worker and its `producer.`/
+        `consumer.`/`admin.` overrides, a connector's `target.cluster.`). `password_ref` (see
+        `password_ref()`) replaces the password, so the file or connector config holds no secret.
+        `check=False`: the files need not exist here (a config rendered for another machine's worker);
+        `bootstrap=False`: the security part only."""
+        if check:
+            self._check_files()
+        out = {"bootstrap.servers": self.bootstrap_servers} if bootstrap else {}
+        out["security.protocol"] = self.security_protocol
         if self.sasl:
             password = password_ref if password_ref is not None else self.secret()
             module = ("org.apache.kafka.common.security.plain.PlainLoginModule" if self.sasl_mechanism == "PLAIN"
                       else "org.apache.kafka.common.security.scram.ScramLoginModule")
-            lines += [f"{prefix}sasl.mechanism={self.sasl_mechanism}",
-                      f'{prefix}sasl.jaas.config={module} required username="{self.username}" '
-                      f'password="{password}";']
+            out["sasl.mechanism"] = self.sasl_mechanism
+            out["sasl.jaas.config"] = f'{module} required username="{self.username}" password="{password}";'
         if self.tls and self.ca_file is not None:
-            lines += [f"{prefix}ssl.truststore.type=PEM", f"{prefix}ssl.truststore.location={self.ca_file}"]
-        return lines
+            out.update({"ssl.truststore.type": "PEM", "ssl.truststore.location": str(self.ca_file)})
+        return {prefix + k: v for k, v in out.items()}
+
+    def java_properties(self, prefix: str = "", password_ref: str | None = None) -> list[str]:
+        """`java_config` as `key=value` lines of a properties file."""
+        return [f"{k}={v}" for k, v in self.java_config(prefix, password_ref).items()]
 
     def clickhouse_engine_settings(self) -> dict[str, str]:
         """The ClickHouse Kafka engine's connection settings (DDL `SETTINGS`). ClickHouse shows

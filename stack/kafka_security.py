@@ -134,6 +134,9 @@ def pipeline_acls(settings: Settings, cfg: PipelineConfig) -> list[AclBinding]:
         *_allow(connect, topic, cfg.kafka.topic_prefix, pre, [w, d, c, dc]),
         *_allow(connect, topic, f"__debezium-heartbeat.{cfg.kafka.topic_prefix}", pre, [w, d, c, dc]),
         *_allow(connect, cluster, "kafka-cluster", lit, [d, dc]),
+        # The heartbeat canary (MirrorHeartbeatConnector): its own `heartbeats` topic and the routed one.
+        *_allow(connect, topic, "heartbeats", lit, [w, d, c, dc]),
+        *_allow(connect, topic, "probablyfresh.connect.", pre, [w, d, c, dc]),
     ]
     for e in cfg.entities.values():
         acls += _allow(processor, topic, e.cdc_topic, lit, [r, d])
@@ -154,15 +157,26 @@ def engine_connection(settings: Settings, cfg: PipelineConfig) -> KafkaConnectio
     return settings.kafka(KafkaRole.CLICKHOUSE)
 
 
+def grant_connect_topics(settings: Settings, prefix: str, timeout_s: float = 30.0) -> None:
+    """Let the Connect worker's user write topics named `prefix...` (tests' connectors of their own)."""
+    ops = [AclOperation.WRITE, AclOperation.DESCRIBE, AclOperation.CREATE, AclOperation.DESCRIBE_CONFIGS]
+    _create(settings, _allow(settings.kafka_connect_user, ResourceType.TOPIC, prefix, ResourcePatternType.PREFIXED,
+                             ops), timeout_s)
+
+
 def grant_pipeline_acls(settings: Settings, cfg: PipelineConfig, timeout_s: float = 30.0) -> int:
     """Create `pipeline_acls` as the admin user (idempotent: an existing ACL is created again as a
     no-op). Returns how many bindings were sent."""
-    admin = kafka_admin(settings.kafka(KafkaRole.ADMIN), {"log_level": 0})
     acls = pipeline_acls(settings, cfg)
+    _create(settings, acls, timeout_s)
+    return len(acls)
+
+
+def _create(settings: Settings, acls: list[AclBinding], timeout_s: float) -> None:
+    admin = kafka_admin(settings.kafka(KafkaRole.ADMIN), {"log_level": 0})
     try:
         for future in admin.create_acls(acls, request_timeout=timeout_s).values():
             future.result(timeout=timeout_s)
     except KafkaException as exc:
         raise StackError(f"cannot create the Kafka ACLs: {exc.args[0].str()}; is {settings.kafka_admin_user} "
                          "a super user of the broker (super.users)?") from None
-    return len(acls)

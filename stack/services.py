@@ -177,15 +177,11 @@ class LocalStack:
         """The Kafka security material: `tls/` (CA, broker key and certificate) and `users/` (passwords)."""
         return self.home / "kafka"
 
-    def _password_ref(self, user: str) -> str:
-        """A config provider reference to `user`'s password file: the properties files hold no secret."""
-        users = self.settings.kafka_users_dir
-        return "${dir:" + f"{users}:{user}.password" + "}"
 
     def _kafka_properties(self) -> Path:
         s = self.settings
         tls = ensure_tls(self.kafka_dir / "tls")
-        admin, ch = s.kafka_admin_user, s.kafka_clickhouse_user
+        admin, ch = s.kafka(KafkaRole.ADMIN), s.kafka(KafkaRole.CLICKHOUSE)
         # Benchmarks only: a plaintext listener (its clients are ANONYMOUS, a super user) to compare against.
         plain = f",PLAINTEXT://127.0.0.1:{s.kafka_plaintext_port}" if s.kafka_plaintext_port else ""
         return self._write_conf("kafka.properties", [
@@ -204,9 +200,9 @@ class LocalStack:
             "sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN",
             "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
             "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram."
-            f'ScramLoginModule required username="{admin}" password="{self._password_ref(admin)}";',
+            f'ScramLoginModule required username="{admin.username}" password="{admin.password_ref()}";',
             "listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule "
-            f'required user_{ch}="{self._password_ref(ch)}";',
+            f'required user_{ch.username}="{ch.password_ref()}";',
             "config.providers=dir",
             "config.providers.dir.class=org.apache.kafka.common.config.provider.DirectoryConfigProvider",
             "ssl.keystore.type=PEM",
@@ -215,7 +211,7 @@ class LocalStack:
             f"ssl.truststore.location={tls.ca}",
             "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
             # ANONYMOUS is the broker itself on the loopback controller listener (registration, heartbeats).
-            f"super.users=User:{admin};User:ANONYMOUS",
+            f"super.users=User:{admin.username};User:ANONYMOUS",
             "allow.everyone.if.no.acl.found=false",
             f"log.dirs={self.data_dir / 'kafka'}",
             "num.partitions=1",
@@ -233,7 +229,7 @@ class LocalStack:
     def _connect_properties(self) -> Path:
         s = self.settings
         conn = s.kafka(KafkaRole.CONNECT)
-        ref = self._password_ref(conn.username)
+        ref = conn.password_ref()
         # The worker, and its producers, consumers and admin clients (the connectors' too), as pf-connect.
         security = [line for prefix in ("", "producer.", "consumer.", "admin.")
                     for line in conn.java_properties(prefix, password_ref=ref)]
