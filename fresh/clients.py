@@ -42,10 +42,9 @@ def check_kafka(kafka: KafkaConnection, timeout_s: float = 5.0) -> None:
     try:
         metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        admin.poll(0.5)  # serves the error callbacks: refused credentials or TLS say so
-        raise kafka.failure(timeout_s, exc) from None
+        raise kafka.failure_of(admin, timeout_s, exc) from None
     if not metadata.brokers:
-        raise kafka.failure(timeout_s)
+        raise kafka.failure_of(admin, timeout_s)
 
 
 def group_lag(kafka: KafkaConnection, group: str, topics: list[str], timeout_s: float = 5.0) -> list[dict[str, Any]]:
@@ -69,8 +68,7 @@ def group_lag(kafka: KafkaConnection, group: str, topics: list[str], timeout_s: 
             result = admin.list_consumer_group_offsets(request, request_timeout=timeout_s)[group].result(timeout_s)
             committed = {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions or []}
     except KafkaException as exc:
-        admin.poll(0.5)  # serves the error callbacks: refused credentials or TLS say so
-        raise kafka.failure(timeout_s, exc) from None
+        raise kafka.failure_of(admin, timeout_s, exc) from None
     rows = []
     for topic in topics:
         keys = [k for k in ends.get("latest", {}) if k[0] == topic]

@@ -11,6 +11,7 @@ which `freshctl stack up` writes (mode 0600) for the local stack.
 from __future__ import annotations
 
 import logging
+import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -204,6 +205,15 @@ class KafkaConnection(BaseModel):
 
     # ---- errors ------------------------------------------------------------------------------
 
+    def failure_of(self, client: Any, timeout_s: float, exc: KafkaException | None = None,
+                   serve_s: float = 3.0) -> FreshError:
+        """`failure()` for a call of `client` that failed: first serve the client's error callbacks
+        (for up to `serve_s`, until one says refused credentials or TLS), which only `poll` delivers."""
+        deadline = time.monotonic() + serve_s
+        while not self._last_error and time.monotonic() < deadline:
+            client.poll(0.2)
+        return self.failure(timeout_s, exc)
+
     def failure(self, timeout_s: float, exc: KafkaException | None = None) -> FreshError:
         """The one-line error for a client that got no answer, naming the setting to change: the
         password, the CA file, or the bootstrap address."""
@@ -219,7 +229,7 @@ class KafkaConnection(BaseModel):
             return KafkaAuthError(f"{where}: user {self.username} ({self.role.value}) is not allowed: "
                                   f"{_first(reason)}; create its ACLs (docs/security.md; `freshctl stack up` does "
                                   f"for the pipeline config) or set FRESH_KAFKA_{self.role.value.upper()}_USER")
-        if cause is not None and (cause.code() == KafkaError._SSL or "certificate verify failed" in reason):
+        if cause is not None and (cause.code() == KafkaError._SSL or "SSL handshake failed" in reason):
             return KafkaTlsError(f"{where}: TLS handshake failed ({_first(reason)}); set FRESH_KAFKA_CA_FILE to the "
                                  f"CA that signed the broker's certificate (now {self.ca_file or 'the system CAs'})")
         return KafkaUnreachableError(

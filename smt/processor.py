@@ -118,8 +118,7 @@ def _list_topics(admin: AdminClient, kafka: KafkaConnection, timeout_s: float) -
     try:
         return cast(dict[str, Any], admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as exc:
-        admin.poll(0.5)  # serves the error callbacks: refused credentials or TLS say so
-        raise kafka.failure(timeout_s, exc) from None
+        raise kafka.failure_of(admin, timeout_s, exc) from None
 
 
 def topic_limits(admin: AdminClient, topics: list[str], timeout_s: float) -> dict[str, int]:

@@ -52,7 +52,7 @@ def e2e(pipeline: PipelineConfig, settings: Settings, unique: str, tmp_path: Pat
         api.delete(name)
     mongo.drop_database(cfg.mongodb.database)
     mongo.close()
-    admin = kafka_admin(settings)
+    admin = kafka_admin(settings.kafka("admin"))
     prefix = cfg.kafka.topic_prefix
     topics = [t for t in admin.list_topics(timeout=10).topics
               if t.startswith(prefix + ".") or t.endswith("." + prefix) or t == cfg.kafka.dlq_topic]
@@ -72,7 +72,7 @@ def test_mongo_to_mart_through_debezium_and_the_processor(
 
     rendered = render(cfg, e2e["local"], "local", only=["mongodb_source"])
     apply(e2e["api"], rendered, e2e["local"], timeout_s=60)
-    admin = kafka_admin(settings)
+    admin = kafka_admin(settings.kafka("admin"))
     wait_until(lambda: set(cfg.cdc_topics) <= set(admin.list_topics(timeout=5).topics), timeout_s=120,
                what=f"Debezium to create the CDC topics {cfg.cdc_topics}")
     ensure_topics(cfg, settings.kafka("admin"))

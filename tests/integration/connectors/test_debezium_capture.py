@@ -56,7 +56,7 @@ def capture(pipeline: PipelineConfig, settings: Settings, prefix: str, unique: s
     with mongo_client(settings) as mongo:
         mongo.drop_database(mine.mongodb.database)
     prefix_ = mine.kafka.topic_prefix
-    admin = kafka_admin(settings)
+    admin = kafka_admin(settings.kafka("admin"))
     topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix_ + ".")
               or t == f"__debezium-heartbeat.{prefix_}"]
     if topics:
