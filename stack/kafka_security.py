@@ -97,16 +97,17 @@ def ensure_tls(folder: Path) -> TlsFiles:
 
 def ensure_passwords(settings: Settings) -> dict[str, str]:
     """user -> password of every role's user: given in the settings, else read from (or, the first
-    time, generated into) `<kafka_users_dir>/<user>.password`, mode 0600."""
+    time, generated into) `<kafka_users_dir>/<user>.password`, mode 0600. A password given in the
+    settings is written to that file too: the broker and the Connect worker read the files."""
     assert settings.kafka_users_dir is not None  # set by Settings.model_post_init
     out = {}
     for role in KafkaRole:
         conn = settings.kafka(role)
-        if conn.password.get_secret_value():
-            out[conn.username] = conn.password.get_secret_value()
-            continue
         path = settings.kafka_users_dir / f"{conn.username}.password"
-        if not path.is_file():
+        given = conn.password.get_secret_value()
+        if given and (not path.is_file() or path.read_text(encoding="utf-8").strip() != given):
+            _write_private(path, given.encode())
+        elif not path.is_file():
             _write_private(path, secrets.token_urlsafe(32).encode())
         out[conn.username] = path.read_text(encoding="utf-8").strip()
     return out
