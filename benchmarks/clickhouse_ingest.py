@@ -21,12 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test record 
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from clickhouse.backend import ChdbBackend
+from clickhouse.backend import ChdbBackend, trust_kafka_ca
 from clickhouse.migrate import migrate
 from clickhouse.render import KafkaTuning, render_migrations
 from fresh.pipeline import PipelineConfig, load_pipeline_config
 from fresh.settings import load_settings
 from fresh.wait import wait_until
+from stack.kafka_security import engine_connection
 from tests import secure_records as sr
 
 
@@ -57,13 +58,13 @@ def main() -> None:
     topic = cfg.entity("purchases").secure_topic
     mart_t = f"{cfg.clickhouse.mart_database}.purchases"
     raw_t = f"{cfg.clickhouse.raw_database}.purchases"
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(settings.kafka("admin").config())
     partitions = args.partitions or cfg.scale.partitions
     for fut in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
         fut.result()
     tuning = KafkaTuning(num_consumers=args.partitions, flush_interval_ms=args.flush_ms, max_block_size=args.block_size,
                          thread_per_consumer=bool(args.thread_per_consumer))
-    producer = sr.SecureProducer(settings.kafka_bootstrap, **{"linger.ms": 50, "batch.size": 1_000_000,
+    producer = sr.SecureProducer(settings.kafka("admin"), **{"linger.ms": 50, "batch.size": 1_000_000,
                                                               "compression.type": "lz4"})
     template = sr.purchase("T0", 1_763_000_000_000, items=[("P001", "dairy", 2, 50.0), ("P002", "bakery", 1, 30.5)])
 
@@ -81,13 +82,15 @@ def main() -> None:
     consumers = tuning.num_consumers or cfg.scale.clickhouse_consumers
     print(f"topic {topic}: {partitions} partition(s); Kafka table: {consumers} consumer(s), {tuning}")
     print(f"produced {args.records} records in {secs:.1f}s ({produce_rate:,.0f} rows/s, the baseline)", flush=True)
+    trust_kafka_ca(settings.kafka("clickhouse"))  # the engine reads over SASL_SSL
     backend = ChdbBackend(Path(tempfile.mkdtemp(prefix="chbench-")))
 
     def n(sql: str) -> int:
         return int(backend.query(sql)[0]["n"])
 
     t_mig, cpu_mig = time.monotonic(), _cpu_s()
-    migrate(backend, render_migrations(cfg, settings.kafka_bootstrap, tuning=tuning), cfg.clickhouse.raw_database)
+    migrations = render_migrations(cfg, engine_connection(settings, cfg), tuning=tuning)
+    migrate(backend, migrations, cfg.clickhouse.raw_database)
     wait_until(lambda: n(f"SELECT count() AS n FROM {mart_t}") >= args.records, timeout_s=args.timeout,
                what=f"{args.records} rows in {mart_t}", interval_s=0.05, max_interval_s=0.2)
     wall, cpu = time.monotonic() - t_mig, _cpu_s() - cpu_mig

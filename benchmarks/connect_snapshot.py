@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, TopicPartition
 from connectors.apply import apply, delete_connector
 from connectors.connect_api import ConnectApi
 from connectors.render import render
-from fresh.clients import kafka_config
+from fresh.kafka_connection import KafkaConnection
 from fresh.pipeline import PipelineConfig, load_pipeline_config
 from fresh.settings import load_settings
 from fresh.wait import wait_until
@@ -34,9 +34,9 @@ from generator.seed import seed_database
 from stack.services import LocalStack
 
 
-def _timestamps(bootstrap: str, topics: list[str], start: dict[tuple[str, int], int]) -> list[int]:
+def _timestamps(kafka: KafkaConnection, topics: list[str], start: dict[tuple[str, int], int]) -> list[int]:
     """Record timestamps (ms) of every record after `start` offsets, to the current end."""
-    consumer = Consumer(kafka_config(bootstrap, {"group.id": f"bench-{uuid.uuid4().hex[:8]}",
+    consumer = Consumer(kafka.config({"group.id": f"bench-{uuid.uuid4().hex[:8]}",
                                                 "enable.auto.commit": False}))
     try:
         ends = _ends(consumer, topics)
@@ -97,7 +97,7 @@ def main() -> None:
 
     api = ConnectApi.from_settings(settings.model_copy(update={"connect_timeout_s": 60.0}))
     rendered = render(cfg, settings, "local")  # the local values: the MongoDB source only
-    probe = Consumer(kafka_config(settings.kafka_bootstrap, {"group.id": f"bench-{tag}"}))
+    probe = Consumer(settings.kafka("admin").config({"group.id": f"bench-{tag}"}))
 
     def records() -> int:
         return sum(_ends(probe, cfg.cdc_topics).values())
@@ -116,7 +116,7 @@ def main() -> None:
         wait_until(lambda: records() >= total, timeout_s=args.timeout, what=f"{total} snapshot records",
                    interval_s=0.5, max_interval_s=2)
         print(f"snapshot: all {total} records in the CDC topics {time.monotonic() - t0:.1f}s after the PUT")
-        _rate("snapshot", _timestamps(settings.kafka_bootstrap, cfg.cdc_topics, {}), used(cpu0))
+        _rate("snapshot", _timestamps(settings.kafka("admin"), cfg.cdc_topics, {}), used(cpu0))
 
         if args.snapshot_only:
             return
@@ -127,7 +127,7 @@ def main() -> None:
         wait_until(lambda: records() >= 2 * total, timeout_s=args.timeout, what=f"{total} change-stream records",
                    interval_s=0.5, max_interval_s=2)
         _rate("change stream (the Mongo server's CPU includes taking the writes)",
-              _timestamps(settings.kafka_bootstrap, cfg.cdc_topics, start), used(cpu1))
+              _timestamps(settings.kafka("admin"), cfg.cdc_topics, start), used(cpu1))
     finally:
         probe.close()
         delete_connector(api, cfg.kafka.connector_name, timeout_s=60)

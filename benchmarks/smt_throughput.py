@@ -39,6 +39,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from cryptography.fernet import Fernet
 
+from fresh.kafka_connection import KafkaConnection
 from fresh.pipeline import PipelineConfig
 from fresh.settings import load_settings
 from smt.keyring import KeyringSource
@@ -62,11 +63,11 @@ def pipeline_for(raw: dict[str, Any], suffix: str) -> PipelineConfig:
     return PipelineConfig.model_validate(raw)
 
 
-def timed_run(cls: type[Processor], cfg: PipelineConfig, ring: KeyringSource, bootstrap: str, n: int,
+def timed_run(cls: type[Processor], cfg: PipelineConfig, ring: KeyringSource, bootstrap: KafkaConnection, n: int,
               batch: int, profile: cProfile.Profile | None = None, native: bool = True) -> dict[str, float]:
     tag = uuid.uuid4().hex[:6]
     ensure_topics(cfg, bootstrap)
-    opts = ProcessorOptions(bootstrap=bootstrap, instance_id=f"bench-{tag}", group_id=f"bench-{tag}",
+    opts = ProcessorOptions(kafka=bootstrap, instance_id=f"bench-{tag}", group_id=f"bench-{tag}",
                             batch_size=batch, counters_interval_s=0, native=native)
     normalize_phone.cache_clear()
     proc = cls(cfg, KeyringSource(ring.path), opts)  # a fresh keyring object: empty blind-index cache
@@ -91,11 +92,11 @@ def _stop_when(proc: Processor, n: int, stop: threading.Event) -> None:
     stop.set()
 
 
-def naive(cfg: PipelineConfig, bootstrap: str, n: int) -> dict[str, float]:
+def naive(cfg: PipelineConfig, bootstrap: KafkaConnection, n: int) -> dict[str, float]:
     """What a first script looks like: Fernet per field per record, json, produce + flush per record."""
     tag = uuid.uuid4().hex[:6]
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"naive-{tag}", "auto.offset.reset": "earliest"})
-    producer = Producer({"bootstrap.servers": bootstrap})
+    consumer = Consumer(bootstrap.config({"group.id": f"naive-{tag}", "auto.offset.reset": "earliest"}))
+    producer = Producer(bootstrap.config())
     fernet = Fernet(Fernet.generate_key())
     consumer.subscribe(cfg.cdc_topics)
     done, size, start = 0, 0, 0.0
@@ -123,9 +124,9 @@ def naive(cfg: PipelineConfig, bootstrap: str, n: int) -> dict[str, float]:
     return {"records": done, "seconds": seconds, "bytes": size, "dlq": 0}
 
 
-def quix(python: str, cfg_path: Path, keyring: Path, bootstrap: str, n: int) -> dict[str, float] | str:
+def quix(python: str, cfg_path: Path, keyring: Path, bootstrap: KafkaConnection, n: int) -> dict[str, float] | str:
     cmd = [python, str(HERE / "smt_quix_app.py"), "--pipeline", str(cfg_path), "--keyring", str(keyring),
-           "--bootstrap", bootstrap, "--records", str(n)]
+           "--bootstrap", bootstrap.bootstrap_servers, "--records", str(n)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=HERE.parent, check=False)
     if res.returncode != 0:
         return f"quix run failed: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode}"
@@ -143,15 +144,15 @@ def main() -> None:
     args = ap.parse_args()
 
     settings = load_settings()
-    bootstrap = settings.kafka_bootstrap
+    bootstrap = settings.kafka("admin")
     raw = yaml.safe_load(settings.pipeline_config.read_text(encoding="utf-8"))
     raw["kafka"]["topic_prefix"] = f"bench{uuid.uuid4().hex[:8]}"
     base = PipelineConfig.model_validate(raw)
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(bootstrap.config())
     for fut in admin.create_topics([NewTopic(t, num_partitions=3, replication_factor=1)
                                     for t in base.cdc_topics]).values():
         fut.result(30)
-    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 20})
+    producer = Producer(bootstrap.config({"partitioner": "murmur2_random", "linger.ms": 20}))
     size = 0
     for i, r in enumerate(mixed_records(base, args.records, seed=42)):
         producer.produce(r.topic, r.value, r.key)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from pydantic import SecretStr
 
 from clickhouse.errors import ClickHouseError
 from fresh.errors import ConfigError
+from fresh.kafka_connection import KafkaConnection
 from fresh.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,9 +48,20 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+_SECRET_SETTING = re.compile(r"(kafka_sasl_password\s*=\s*)'(?:[^'\\]|\\.)*'", re.IGNORECASE)
+
+
 def _one_line(sql: str, limit: int = 160) -> str:
-    flat = " ".join(sql.split())
+    """`sql` on one line for logs and errors, the Kafka engine's password hidden as SHOW CREATE hides it."""
+    flat = " ".join(_SECRET_SETTING.sub(r"\1'[HIDDEN]'", sql).split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def trust_kafka_ca(kafka: KafkaConnection) -> None:
+    """Make this process's embedded engine trust `kafka`'s CA: the Kafka engine has no CA setting
+    per table, so its librdkafka uses OpenSSL's default file, `SSL_CERT_FILE` (call before the
+    engine's Kafka tables start consuming)."""
+    os.environ.update(kafka.clickhouse_ca_env())
 
 
 class ChdbBackend:

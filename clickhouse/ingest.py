@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from clickhouse.backend import Backend, ChdbBackend, Row, ServerBackend
+from clickhouse.backend import Backend, ChdbBackend, Row, ServerBackend, trust_kafka_ca
 from clickhouse.endpoint import QueryEndpoint, owner_file, read_owner
 from clickhouse.errors import ClickHouseError
 from clickhouse.quality import layer_counts
@@ -51,6 +51,7 @@ def run_ingest(
                 f"the embedded ClickHouse at {settings.chdb_path} is owned by pid {owner.pid} (see "
                 f"{owner_file(settings.chdb_path)}), which consumes already; `freshctl status` shows it"
             )
+        trust_kafka_ca(settings.kafka("clickhouse"))
         chdb = ChdbBackend(settings.chdb_path)
         backend = chdb
         if serve:

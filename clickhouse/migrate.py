@@ -15,11 +15,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pydantic import SecretStr
+
 from clickhouse.backend import Backend, quote
 from clickhouse.cluster import cluster_statements
 from clickhouse.errors import ClickHouseError, MigrationChangedError, MigrationError
 from clickhouse.render import KafkaTuning, Migration, queue_ddl, queue_settings, render_migrations
 from fresh.errors import ConfigError
+from fresh.kafka_connection import KafkaConnection
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 
 LEDGER_TABLE = "schema_migrations"
 TUNING_MIGRATION = "009_kafka_tuning"  # from this one on, the Kafka tables follow the pipeline config
+HIDDEN = "[HIDDEN]"  # how ClickHouse shows a Kafka table's password (SHOW CREATE TABLE, system.tables)
 _SETTING = re.compile(r"(\w+) = ('(?:[^'\\]|\\.)*'|[^,]+)")
 
 
@@ -144,7 +148,10 @@ def migrations_for(settings: Settings, cfg: PipelineConfig, backend: Backend, *,
             "(set it in the environment, never in a file of this repo)"
         )
     digest = hashlib.sha256(password.encode()).hexdigest() if password else ""
-    return render_migrations(cfg, settings.kafka_bootstrap, dashboard_password_sha256=digest)
+    kafka = settings.kafka("clickhouse")
+    if not for_apply:  # a plan or dry run needs no Kafka password: it shows as ClickHouse shows it
+        kafka = kafka.model_copy(update={"password": SecretStr(HIDDEN)})
+    return render_migrations(cfg, kafka, dashboard_password_sha256=digest)
 
 
 def migrate_settings(
@@ -159,7 +166,7 @@ def migrate_settings(
     `freshctl up` run)."""
     migrations = migrations_for(settings, cfg, backend, for_apply=not dry_run)
     rows = migrate(backend, migrations, cfg.clickhouse.raw_database, dry_run=dry_run, progress=progress)
-    retune(backend, cfg, settings.kafka_bootstrap, dry_run=dry_run, progress=progress)
+    retune(backend, cfg, settings.kafka("clickhouse"), dry_run=dry_run, progress=progress)
     return rows
 
 
@@ -171,15 +178,16 @@ def engine_settings(engine_full: str) -> dict[str, str]:
 def retune(
     backend: Backend,
     cfg: PipelineConfig,
-    broker_list: str,
+    kafka: KafkaConnection | str,
     *,
     dry_run: bool = False,
     progress: Callable[[str], None] = lambda _msg: None,
 ) -> list[str]:
-    """Re-create each Kafka engine table whose live settings differ from the pipeline config (a
-    latency knob or the broker changed since migration 009 created it). ClickHouse cannot ALTER a
-    Kafka table's settings; its views stay and its offsets are in Kafka, so nothing is skipped.
-    Returns the tables re-created (or that would be)."""
+    """Re-create each Kafka engine table whose live settings differ from the pipeline config and
+    the engine's connection (a latency knob, the consumer count, the brokers or the user changed
+    since migration 009 created it). ClickHouse cannot ALTER a Kafka table's settings; its views
+    stay and its offsets are in Kafka, so nothing is skipped. The password is not compared: ClickHouse
+    shows it as '[HIDDEN]' (docs/security.md). Returns the tables re-created (or that would be)."""
     if read_ledger(backend, cfg.clickhouse.raw_database).get(TUNING_MIGRATION, {}).get("status") != "applied":
         return []
     tuning = KafkaTuning.from_config(cfg)
@@ -191,13 +199,14 @@ def retune(
         if not rows:
             continue
         live = engine_settings(str(rows[0]["engine_full"]))
-        want = queue_settings(cfg, entity, broker_list, tuning)
-        changed = [f"{k} {live.get(k, '(default)')} -> {v}" for k, v in want.items() if live.get(k) != v]
+        want = queue_settings(cfg, entity, kafka, tuning)
+        changed = [f"{k} {live.get(k, '(default)')} -> {v}" for k, v in want.items()
+                   if k != "kafka_sasl_password" and live.get(k) != v]
         if not changed:
             continue
         progress(f"{table}: {'would re-create' if dry_run else 're-created'} for {', '.join(changed)}")
         if not dry_run:
-            statements = [f"DROP TABLE IF EXISTS {table}", queue_ddl(cfg, entity, broker_list, tuning)]  # no SYNC:
+            statements = [f"DROP TABLE IF EXISTS {table}", queue_ddl(cfg, entity, kafka, tuning)]  # no SYNC:
             if cfg.clickhouse.cluster:  # it hangs on chdb 26.1
                 statements = cluster_statements(statements, cfg.clickhouse.cluster)
             for statement in statements:

@@ -1,9 +1,10 @@
 """Render the ordered migration files (`migrations/NNN_name.sql.j2`) from the pipeline config.
 
-Names (databases, tables, topics, consumer groups) come from the `PipelineConfig`; the broker
-list from settings. A file whose first lines hold `-- requires: server` runs on a ClickHouse
-server only (users, roles and grants; chdb has no access control). With `clickhouse.cluster` set,
-the statements are rewritten for a cluster (clickhouse/cluster.py).
+Names (databases, tables, topics, consumer groups) come from the `PipelineConfig`; the Kafka
+engine's connection (brokers, SASL user) from `settings.kafka("clickhouse")`. A file whose first
+lines hold `-- requires: server` runs on a ClickHouse server only (users, roles and grants; chdb
+has no access control). With `clickhouse.cluster` set, the statements are rewritten for a cluster
+(clickhouse/cluster.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from clickhouse.fields import fields_for, payload_tuple_type
 from clickhouse.rules import ITEMS_PARSED, rules_array_sql
 from clickhouse.statements import split_statements
 from fresh.errors import ConfigError
+from fresh.kafka_connection import KafkaConnection
 from fresh.pipeline import ClickHouseConfig, PipelineConfig
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -55,12 +57,20 @@ class KafkaTuning:
                    num_consumers=cfg.scale.clickhouse_consumers)
 
 
-def queue_settings(cfg: PipelineConfig, entity: str, broker_list: str, tuning: KafkaTuning) -> dict[str, str]:
-    """The Kafka engine settings of `<raw>.<entity>_queue`, as SQL literals (what `engine_full` shows)."""
+def engine_kafka_settings(kafka: KafkaConnection | str) -> dict[str, str]:
+    """The Kafka engine's connection settings (escaped for a SQL literal): those of the connection
+    (`settings.kafka("clickhouse")`: brokers, TLS, SASL user and password), or a plain broker list."""
+    return kafka.clickhouse_engine_settings() if isinstance(kafka, KafkaConnection) else {"kafka_broker_list": kafka}
+
+
+def queue_settings(cfg: PipelineConfig, entity: str, kafka: KafkaConnection | str,
+                   tuning: KafkaTuning) -> dict[str, str]:
+    """The Kafka engine settings of `<raw>.<entity>_queue`, as SQL literals (what `engine_full`
+    shows, except the password: ClickHouse shows it as '[HIDDEN]')."""
     e = cfg.entity(entity)
     tuning = _with_consumers(tuning, cfg)
     return {
-        "kafka_broker_list": f"'{broker_list}'",
+        **{name: f"'{value}'" for name, value in engine_kafka_settings(kafka).items()},
         "kafka_topic_list": f"'{e.secure_topic}'",
         "kafka_group_name": f"'{cfg.clickhouse.consumer_group}-{e.name}'",
         "kafka_format": "'JSONAsString'",
@@ -74,9 +84,9 @@ def queue_settings(cfg: PipelineConfig, entity: str, broker_list: str, tuning: K
     }
 
 
-def queue_ddl(cfg: PipelineConfig, entity: str, broker_list: str, tuning: KafkaTuning) -> str:
+def queue_ddl(cfg: PipelineConfig, entity: str, kafka: KafkaConnection | str, tuning: KafkaTuning) -> str:
     """CREATE TABLE of the Kafka engine table of `entity` (migration 009 and `retune`)."""
-    settings = ",\n".join(f"    {k} = {v}" for k, v in queue_settings(cfg, entity, broker_list, tuning).items())
+    settings = ",\n".join(f"    {k} = {v}" for k, v in queue_settings(cfg, entity, kafka, tuning).items())
     return (f"CREATE TABLE IF NOT EXISTS {cfg.clickhouse.raw_database}.{entity}_queue (\n    payload String\n"
             f") ENGINE = Kafka\nSETTINGS\n{settings}")
 
@@ -128,7 +138,7 @@ def _with_consumers(tuning: KafkaTuning, cfg: PipelineConfig) -> KafkaTuning:
 
 def render_migrations(
     cfg: PipelineConfig,
-    broker_list: str,
+    kafka: KafkaConnection | str,
     *,
     tuning: KafkaTuning | None = None,
     dashboard_password_sha256: str = "",
@@ -136,19 +146,20 @@ def render_migrations(
 ) -> list[Migration]:
     """Every migration file, in order, rendered (StrictUndefined: a missing value fails)."""
     entities = entity_context(cfg)
-    kafka = _with_consumers(tuning or KafkaTuning.from_config(cfg), cfg)
+    knobs = _with_consumers(tuning or KafkaTuning.from_config(cfg), cfg)
     missing = {"stores", "products", "customers", "purchases"} - {e["name"] for e in entities}
     if missing:
         raise ConfigError(f"pipeline config lacks the entities the MART needs: {', '.join(sorted(missing))}")
     context = {
         "raw_db": cfg.clickhouse.raw_database,
         "mart_db": cfg.clickhouse.mart_database,
-        "broker_list": broker_list,
+        # 006 created the Kafka tables with the brokers only; 009 re-creates them with the whole connection
+        "broker_list": engine_kafka_settings(kafka)["kafka_broker_list"],
         "entities": entities,
         "ent": {e["name"]: e for e in entities},
         "items_parsed": ITEMS_PARSED,
-        "kafka": kafka,
-        "kafka_queue_ddl": lambda e: queue_ddl(cfg, e["name"], broker_list, kafka),
+        "kafka": knobs,
+        "kafka_queue_ddl": lambda e: queue_ddl(cfg, e["name"], kafka, knobs),
         "kv_sql": contract.kv_sql(),
         "exact_decimal": contract.exact_decimal,
         "decimal_text": contract.decimal_text,

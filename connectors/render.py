@@ -19,6 +19,7 @@ from typing import Any
 import jinja2
 
 from fresh.errors import ConfigError
+from fresh.kafka_connection import KafkaRole
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 from fresh.yaml_file import read_yaml_mapping
@@ -139,6 +140,13 @@ def _render_values(env: jinja2.Environment, value: Any, context: Mapping[str, An
     return value
 
 
+def _kafka_client(settings: Settings) -> dict[str, str]:
+    connect = settings.kafka(KafkaRole.CONNECT)
+    # the template takes the environment's `kafka_bootstrap`
+    return connect.java_config(password_ref=connect.password_ref() if connect.sasl else None, check=False,
+                               bootstrap=False)
+
+
 def render(
     pipeline: PipelineConfig,
     settings: Settings,
@@ -155,6 +163,10 @@ def render(
     base_context: dict[str, Any] = {
         "pipeline": pipeline,
         "settings": {"kafka_bootstrap": settings.kafka_bootstrap},
+        # How a connector's own Kafka clients (MirrorHeartbeat's `target.cluster.`) reach the broker:
+        # the environment's values (`kafka_client`), or for local the caller's settings as pf-connect,
+        # its password a `${dir:...}` reference the worker resolves (the rendered JSON holds no secret).
+        "kafka_client": _kafka_client(settings) if environment == "local" else {},
         "stack_home": str(settings.stack_home),
         "environment": environment,
     }
@@ -185,6 +197,8 @@ def render(
             "collection_include_list": include, "cdc_topic_regex": cdc_regex,
             # the environment's own Kafka, as its workers reach it (values, never the caller's FRESH_*)
             **({"kafka_bootstrap": values["kafka_bootstrap"]} if "kafka_bootstrap" in values else {}),
+            **({"kafka_client": dict(values["kafka_client"])} if isinstance(values.get("kafka_client"), Mapping)
+               else {}),
         }
         config = render_template(env, str(entry["template"]), context, templates_dir)
         config["name"] = name

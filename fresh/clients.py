@@ -6,44 +6,20 @@ Kafka Connect has its own REST client (`connectors.connect_api`) and ClickHouse 
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 from pymongo import MongoClient
 
 from fresh.errors import ConfigError, FreshError
+from fresh.kafka_connection import KafkaConnection, KafkaUnreachableError
 from fresh.settings import Settings
 
-_librdkafka_log = logging.getLogger("librdkafka")
-
-
-class KafkaUnreachableError(FreshError):
-    """No Kafka broker answered at the bootstrap address."""
-
-
-class _LibrdkafkaLog(logging.LoggerAdapter[logging.Logger]):
-    """librdkafka's own log lines (`%3|...|FAIL|...`), all at DEBUG: the error the caller raises
-    says what matters in one line."""
-
-    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
-        self.logger.debug(msg, *args, **kwargs)
-
-
-def _on_kafka_error(err: KafkaError) -> None:
-    level = logging.WARNING if err.fatal() else logging.DEBUG
-    _librdkafka_log.log(level, "librdkafka error code=%s fatal=%s reason=%s", err.name(), err.fatal(), err.str())
-
-
-def kafka_config(bootstrap: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A librdkafka config for `bootstrap` whose logs and errors go to the `librdkafka` logger,
-    never straight to stderr. Every Kafka client of the project should start from this."""
-    return {"bootstrap.servers": bootstrap, "logger": _LibrdkafkaLog(_librdkafka_log, {}),
-            "error_cb": _on_kafka_error, **(extra or {})}
+__all__ = ["KafkaUnreachableError", "check_kafka", "group_lag", "kafka_admin", "mongo_client"]
 
 
 # ---- MongoDB: the one URI builder (TLS options from typed settings; docs/security.md) ------------
@@ -107,33 +83,28 @@ def mongo_client(
     )
 
 
-def kafka_admin(settings: Settings, extra: dict[str, Any] | None = None) -> AdminClient:
-    """An admin client for `settings.kafka_bootstrap`, with optional extra librdkafka settings."""
-    return AdminClient(kafka_config(settings.kafka_bootstrap, extra))
+def kafka_admin(kafka: KafkaConnection, extra: dict[str, Any] | None = None) -> AdminClient:
+    """An admin client for `kafka` (usually `settings.kafka("admin")`), with optional extra librdkafka settings."""
+    return AdminClient(kafka.config(extra))
 
 
-def kafka_unreachable(bootstrap: str, timeout_s: float, exc: KafkaException) -> KafkaUnreachableError:
-    """The one-line error for a broker that did not answer, naming the setting to change."""
-    reason = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)
-    return KafkaUnreachableError(
-        f"Kafka at {bootstrap} did not answer within {timeout_s:.0f}s ({reason}); start it "
-        "(freshctl stack up) or set FRESH_KAFKA_BOOTSTRAP to a running broker")
-
-
-def check_kafka(bootstrap: str, timeout_s: float = 5.0) -> None:
-    """Raise `KafkaUnreachableError` (one line) unless a broker at `bootstrap` answers within `timeout_s`."""
+def check_kafka(kafka: KafkaConnection, timeout_s: float = 5.0) -> None:
+    """Raise one line (unreachable, refused credentials, untrusted certificate) unless a broker
+    answers `kafka` within `timeout_s`."""
+    admin = kafka_admin(kafka)
     try:
-        metadata = AdminClient(kafka_config(bootstrap)).list_topics(timeout=timeout_s)
+        metadata = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        raise kafka_unreachable(bootstrap, timeout_s, exc) from None
+        raise kafka.failure_of(admin, timeout_s, exc) from None
     if not metadata.brokers:
-        raise KafkaUnreachableError(f"Kafka at {bootstrap} reports no brokers; set FRESH_KAFKA_BOOTSTRAP")
+        raise kafka.failure_of(admin, timeout_s)
 
 
 EXACT_LAG_LIMIT = 10_000  # offsets per partition up to which group_lag counts records one by one
 
 
-def count_records(bootstrap: str, ranges: dict[tuple[str, int], tuple[int, int]], timeout_s: float = 10.0) -> int:
+def count_records(kafka: KafkaConnection, ranges: dict[tuple[str, int], tuple[int, int]],
+                  timeout_s: float = 10.0) -> int:
     """Committed records in each partition's offset range [start, end). Offsets alone overcount on
     transactional topics (every transaction leaves a commit marker that takes an offset)."""
     from confluent_kafka import Consumer, TopicPartition
@@ -141,8 +112,8 @@ def count_records(bootstrap: str, ranges: dict[tuple[str, int], tuple[int, int]]
     todo = {tp: r for tp, r in ranges.items() if r[1] > r[0]}
     if not todo:
         return 0
-    consumer = Consumer(kafka_config(bootstrap, {"group.id": f"fresh-count-{time.time_ns()}",
-                                                 "enable.auto.commit": False, "isolation.level": "read_committed"}))
+    consumer = Consumer(kafka.config({"group.id": f"fresh-count-{time.time_ns()}", "enable.auto.commit": False,
+                                      "isolation.level": "read_committed", "log_level": 0}))
     try:
         consumer.assign([TopicPartition(t, p, start) for (t, p), (start, _end) in todo.items()])
         count, deadline = 0, time.monotonic() + timeout_s
@@ -160,7 +131,7 @@ def count_records(bootstrap: str, ranges: dict[tuple[str, int], tuple[int, int]]
         consumer.close()
 
 
-def group_lag(bootstrap: str, group: str, topics: list[str], timeout_s: float = 10.0,
+def group_lag(kafka: KafkaConnection, group: str, topics: list[str], timeout_s: float = 10.0,
               exact_up_to: int = EXACT_LAG_LIMIT) -> dict[str, int | None]:
     """Per topic: the records after `group`'s committed offsets (a partition without a commit
     counts from its low watermark) up to the high watermarks; None when the topic does not exist.
@@ -169,31 +140,30 @@ def group_lag(bootstrap: str, group: str, topics: list[str], timeout_s: float = 
     status`, `secure health` and the processor's `lag=` counter all read it."""
     from confluent_kafka import Consumer, TopicPartition
 
+    consumer = Consumer(kafka.config({"group.id": group, "enable.auto.commit": False, "log_level": 0}))
+    lags: dict[str, int | None] = {}
+    exact: dict[tuple[str, int], tuple[int, int]] = {}
     try:
-        consumer = Consumer(kafka_config(bootstrap, {"group.id": group, "enable.auto.commit": False}))
-        try:
-            meta = consumer.list_topics(timeout=timeout_s).topics
-            lags: dict[str, int | None] = {}
-            exact: dict[tuple[str, int], tuple[int, int]] = {}
-            for topic in topics:
-                if topic not in meta:
-                    lags[topic] = None
-                    continue
-                lags[topic] = 0
-                parts = [TopicPartition(topic, p) for p in meta[topic].partitions]
-                for tp in consumer.committed(parts, timeout=timeout_s):
-                    low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=timeout_s)
-                    start = tp.offset if tp.offset >= 0 else low
-                    if high - start > exact_up_to:
-                        lags[topic] = (lags[topic] or 0) + high - start
-                    else:
-                        exact[(topic, tp.partition)] = (start, high)
-        finally:
-            consumer.close()
+        meta = consumer.list_topics(timeout=timeout_s).topics
+        for topic in topics:
+            if topic not in meta:
+                lags[topic] = None
+                continue
+            lags[topic] = 0
+            parts = [TopicPartition(topic, p) for p in meta[topic].partitions]
+            for tp in consumer.committed(parts, timeout=timeout_s):
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=timeout_s)
+                start = tp.offset if tp.offset >= 0 else low
+                if high - start > exact_up_to:
+                    lags[topic] = (lags[topic] or 0) + high - start
+                else:
+                    exact[(topic, tp.partition)] = (start, high)
     except KafkaException as exc:
-        raise kafka_unreachable(bootstrap, timeout_s, exc) from None
+        raise kafka.failure_of(consumer, timeout_s, exc) from None
+    finally:
+        consumer.close()
     for topic in topics:
         mine = {k: r for k, r in exact.items() if k[0] == topic}
         if mine:
-            lags[topic] = (lags[topic] or 0) + count_records(bootstrap, mine, timeout_s)
+            lags[topic] = (lags[topic] or 0) + count_records(kafka, mine, timeout_s)
     return lags

@@ -1,7 +1,7 @@
 """Logging, configured once by the CLI. Context goes in messages as key=value pairs.
 
 Client libraries never write to the user's terminal on their own: librdkafka's log lines are
-routed to the `librdkafka` logger at DEBUG (`fresh.clients.kafka_config`), and the warnings of
+routed to the `librdkafka` logger at DEBUG (`KafkaConnection.config`), and the warnings of
 clickhouse-connect, urllib3 and pymongo are shown only at DEBUG; the error the command raises
 says what went wrong, in one line.
 """

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fresh.errors import ConfigError
+from fresh.kafka_connection import DEFAULT_USERS, KafkaConnection, KafkaRole, SaslMechanism, SecurityProtocol
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,6 +27,9 @@ class Settings(BaseSettings):
     stack_home: Path = REPO_ROOT / ".stack"
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
+    # Benchmarks only (benchmarks/kafka_tls_throughput.py, on a stack of its own): an extra PLAINTEXT
+    # listener on 127.0.0.1 to compare against. Unset: the broker has no plaintext client listener.
+    kafka_plaintext_port: int | None = None
     connect_port: int = 8083
     # Kafka Connect workers in the stack's one Connect group; worker i listens on connect_port + i - 1.
     connect_workers: int = Field(default=1, ge=1)
@@ -33,6 +37,25 @@ class Settings(BaseSettings):
 
     # Clients. Empty means "the local stack on the ports above".
     kafka_bootstrap: str = ""
+    # Kafka security (docs/security.md "Kafka"): one user per client role, FRESH_KAFKA_<ROLE>_USER and
+    # FRESH_KAFKA_<ROLE>_PASSWORD; an empty password is read from <kafka_users_dir>/<user>.password.
+    kafka_security_protocol: SecurityProtocol = "SASL_SSL"
+    kafka_sasl_mechanism: SaslMechanism = "SCRAM-SHA-512"
+    kafka_ca_file: Path | None = None  # default: <stack_home>/kafka/tls/ca.pem (the local stack's CA)
+    kafka_cert_file: Path | None = None  # client certificate and key (mutual TLS), optional
+    kafka_key_file: Path | None = None
+    kafka_users_dir: Path | None = None  # default: <stack_home>/kafka/users
+    kafka_admin_user: str = DEFAULT_USERS[KafkaRole.ADMIN]
+    kafka_admin_password: SecretStr = SecretStr("")
+    kafka_connect_user: str = DEFAULT_USERS[KafkaRole.CONNECT]
+    kafka_connect_password: SecretStr = SecretStr("")
+    kafka_processor_user: str = DEFAULT_USERS[KafkaRole.PROCESSOR]
+    kafka_processor_password: SecretStr = SecretStr("")
+    kafka_clickhouse_user: str = DEFAULT_USERS[KafkaRole.CLICKHOUSE]
+    kafka_clickhouse_password: SecretStr = SecretStr("")
+    # chdb's embedded librdkafka has no SCRAM ("Current build options: PLAIN"): the ClickHouse Kafka
+    # engine authenticates with PLAIN, inside the same TLS (docs/security.md). A server may use SCRAM.
+    kafka_clickhouse_sasl_mechanism: SaslMechanism = "PLAIN"
     connect_url: str = ""
     connect_user: str = ""
     connect_password: SecretStr = SecretStr("")
@@ -71,7 +94,8 @@ class Settings(BaseSettings):
     decrypt_audit_path: Path | None = None
     operator: str = ""  # FRESH_OPERATOR: the person behind `secure decrypt`, recorded next to the OS user
 
-    @field_validator("kek_path", "decrypt_audit_path", mode="before")
+    @field_validator("kek_path", "decrypt_audit_path", "kafka_plaintext_port", "kafka_ca_file", "kafka_cert_file",
+                     "kafka_key_file", "kafka_users_dir", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value  # FRESH_KEK_PATH= means "no KEK file", not "."
@@ -84,12 +108,28 @@ class Settings(BaseSettings):
     def model_post_init(self, _context: object) -> None:
         if "chdb_path" not in self.model_fields_set:
             self.chdb_path = self.stack_home / "chdb"  # a stack's engine lives in its own home
+        if self.kafka_users_dir is None:
+            self.kafka_users_dir = self.stack_home / "kafka" / "users"
+        if self.kafka_ca_file is None and self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            self.kafka_ca_file = self.stack_home / "kafka" / "tls" / "ca.pem"
         if not self.kafka_bootstrap:
             self.kafka_bootstrap = f"127.0.0.1:{self.kafka_port}"
         if not self.connect_url:
             self.connect_url = f"http://127.0.0.1:{self.connect_port}"
         if not self.mongo_uri.get_secret_value():
             self.mongo_uri = SecretStr(f"mongodb://127.0.0.1:{self.mongo_port}/?directConnection=true")
+
+    def kafka(self, role: KafkaRole | str = KafkaRole.ADMIN) -> KafkaConnection:
+        """The connection config of one client role (its own user): the only source of Kafka client configs."""
+        role = KafkaRole(role)
+        user = str(getattr(self, f"kafka_{role.value}_user"))
+        return KafkaConnection(
+            bootstrap_servers=self.kafka_bootstrap, security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_clickhouse_sasl_mechanism if role is KafkaRole.CLICKHOUSE
+            else self.kafka_sasl_mechanism, role=role, username=user,
+            password=getattr(self, f"kafka_{role.value}_password"),
+            password_file=(self.kafka_users_dir / f"{user}.password") if self.kafka_users_dir else None,
+            ca_file=self.kafka_ca_file, cert_file=self.kafka_cert_file, key_file=self.kafka_key_file)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -314,7 +314,7 @@ def secure_run(settings: Settings, instance_id: str | None, batch_size: int | No
     from smt.service import build_processor, run_processor
 
     cfg = load_pipeline_config(settings.pipeline_config)
-    check = preflight(cfg, settings.kafka_bootstrap, timeout_s=5.0)  # the broker answers, the CDC topics exist
+    check = preflight(cfg, settings.kafka("processor"), timeout_s=5.0)  # the broker answers, the CDC topics exist
     if check.broker and not dry_run:
         raise KafkaUnreachableError(check.broker)  # one line within seconds when the broker is down
     processor = build_processor(settings, cfg, instance_id=instance_id, batch_size=batch_size,
@@ -375,7 +375,7 @@ def secure_health(settings: Settings, max_lag: int, output: str) -> None:
 
     cfg = load_pipeline_config(settings.pipeline_config)
     group = cfg.pii_processor.consumer_group
-    lags = group_lag(settings.kafka_bootstrap, group, [e.cdc_topic for e in cfg.entities.values()])
+    lags = group_lag(settings.kafka("admin"), group, [e.cdc_topic for e in cfg.entities.values()])
     print_rows([{"topic": topic, "lag": lag or 0} for topic, lag in lags.items()], output)
     total = sum(lag or 0 for lag in lags.values())
     if total > max_lag:

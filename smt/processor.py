@@ -23,8 +23,9 @@ from typing import Any, cast
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from fresh.clients import KafkaUnreachableError, group_lag, kafka_config, kafka_unreachable
+from fresh.clients import group_lag
 from fresh.errors import FreshError
+from fresh.kafka_connection import KafkaConnection, KafkaUnreachableError
 from fresh.pipeline import PipelineConfig
 from smt.dlq import DLQ_COLLECTION, Source, dlq_entry
 from smt.keyring import Keyring, KeyringSource
@@ -67,7 +68,7 @@ class CrashLoopError(ProcessorError):
 
 @dataclass
 class ProcessorOptions:
-    bootstrap: str
+    kafka: KafkaConnection  # settings.kafka("processor"): the processor's own user
     instance_id: str = field(default_factory=socket.gethostname)
     group_id: str = ""  # default: pipeline_config.pii_processor.consumer_group
     batch_size: int = 5000
@@ -107,17 +108,17 @@ def topic_mapping(pipeline: PipelineConfig) -> dict[str, str]:
     return {e.cdc_topic: e.secure_topic for e in pipeline.entities.values()}
 
 
-def _admin(bootstrap: str, quiet: bool = False) -> AdminClient:
+def _admin(kafka: KafkaConnection, quiet: bool = False) -> AdminClient:
     # librdkafka's lines go to the project's logger; the caller reports what failed in one line.
-    return AdminClient(kafka_config(bootstrap, {"logger": kafka_log, "log_level": 0 if quiet else 6,
-                                                "socket.connection.setup.timeout.ms": 5000}))
+    return AdminClient(kafka.config({"logger": kafka_log, "log_level": 0 if quiet else 6,
+                                     "socket.connection.setup.timeout.ms": 5000}))
 
 
-def _list_topics(admin: AdminClient, bootstrap: str, timeout_s: float) -> dict[str, Any]:
+def _list_topics(admin: AdminClient, kafka: KafkaConnection, timeout_s: float) -> dict[str, Any]:
     try:
         return cast(dict[str, Any], admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as exc:
-        raise kafka_unreachable(bootstrap, timeout_s, exc) from None
+        raise kafka.failure_of(admin, timeout_s, exc) from None
 
 
 def topic_limits(admin: AdminClient, topics: list[str], timeout_s: float) -> dict[str, int]:
@@ -153,25 +154,24 @@ class Preflight:
         return ([self.broker] if self.broker else []) + self.topics
 
 
-def preflight(pipeline: PipelineConfig, bootstrap: str, timeout_s: float = 5.0) -> Preflight:
+def preflight(pipeline: PipelineConfig, kafka: KafkaConnection, timeout_s: float = 5.0) -> Preflight:
     """Check that the broker answers within `timeout_s` and every CDC topic exists. Never raises
     for Kafka being down: the answer says what is wrong, one line per problem."""
-    admin = _admin(bootstrap, quiet=True)
     try:
-        existing = _list_topics(admin, bootstrap, timeout_s)
-    except KafkaUnreachableError as exc:
+        existing = _list_topics(_admin(kafka, quiet=True), kafka, timeout_s)
+    except FreshError as exc:  # unreachable, refused credentials, untrusted certificate: one line each
         return Preflight(broker=str(exc))
-    return Preflight(topics=[f"CDC topic {cdc} does not exist on {bootstrap} (register the connectors: "
+    return Preflight(topics=[f"CDC topic {cdc} does not exist on {kafka.bootstrap_servers} (register the connectors: "
                              "scripts/register_connectors)" for cdc in sorted(topic_mapping(pipeline))
                              if cdc not in existing])
 
 
-def ensure_topics(pipeline: PipelineConfig, bootstrap: str, timeout_s: float = 30.0) -> list[str]:
+def ensure_topics(pipeline: PipelineConfig, kafka: KafkaConnection, timeout_s: float = 30.0) -> list[str]:
     """Create each `_secure` topic (as many partitions as its CDC topic, so keys land alike; the
     config's scale.partitions when the CDC topic does not exist yet) and the DLQ topic if missing,
     with the CDC topics' record size limit (max.message.bytes). Returns the names created."""
-    admin = _admin(bootstrap)
-    existing = _list_topics(admin, bootstrap, timeout_s)
+    admin = _admin(kafka)
+    existing = _list_topics(admin, kafka, timeout_s)
     wanted: dict[str, int] = {}
     for cdc, secure in topic_mapping(pipeline).items():
         if secure not in existing:
@@ -248,7 +248,7 @@ class Processor:
         `secure health` show. Not librdkafka's consumer_lag, which is this instance's own fetch
         position and stayed stale after a restart (lag=451 for minutes at a committed lag of 0)."""
         topics = sorted(self.transformers)
-        lags = group_lag(self.options.bootstrap, self.group_id, topics, min(self.options.kafka_timeout_s, 10.0))
+        lags = group_lag(self.options.kafka, self.group_id, topics, min(self.options.kafka_timeout_s, 10.0))
         with self._lag_lock:
             self.counters.lag = sum(lag or 0 for lag in lags.values())
             return self.counters.lag
@@ -265,17 +265,18 @@ class Processor:
     def _refresh_limits(self) -> None:
         self._beat("describe output topics")
         topics = [self.dlq_topic, *sorted(self.outputs.values())]
-        found = topic_limits(_admin(self.options.bootstrap), topics, self.options.kafka_timeout_s)
+        found = topic_limits(_admin(self.options.kafka), topics, self.options.kafka_timeout_s)
         self.limits = {t: min(PRODUCER_MAX_BYTES, found.get(t, KAFKA_DEFAULT_MAX_BYTES)) for t in topics}
         self.dlq_max_bytes = self.limits[self.dlq_topic]
         self.out_max_bytes = min(self.limits.values())
 
     def _kafka_error(self, err: KafkaError) -> None:
+        self.options.kafka.note(err)
         self.last_error = err.str()  # librdkafka also logs it (logger); kept for the stuck/abort lines
 
     def _clients(self) -> tuple[Consumer, Producer]:
         o = self.options
-        consumer = Consumer(kafka_config(o.bootstrap, {  # librdkafka's own log lines go to our logger
+        consumer = Consumer(o.kafka.config({  # librdkafka's own log lines go to our logger
             "group.id": self.group_id,
             "group.instance.id": o.instance_id,
             "client.id": f"pii-{o.instance_id}",
@@ -287,7 +288,7 @@ class Processor:
             "logger": kafka_log,
             "error_cb": self._kafka_error,
         }))
-        producer = Producer(kafka_config(o.bootstrap, {
+        producer = Producer(o.kafka.config({
             "transactional.id": f"pii-{self.group_id}-{o.instance_id}",
             "transaction.timeout.ms": o.transaction_timeout_ms,
             "client.id": f"pii-{o.instance_id}",
@@ -378,9 +379,12 @@ class Processor:
             try:
                 self._retry(producer.init_transactions, self._deadline())  # fences a former self, aborts its txn
             except KafkaException as exc:
+                failure = o.kafka.failure(o.kafka_timeout_s, exc)
+                if not isinstance(failure, KafkaUnreachableError):
+                    raise failure from None  # refused credentials or TLS: the line names the setting
                 raise KafkaUnreachableError(
-                    f"cannot start: Kafka at {o.bootstrap} did not initialise the transactional producer within "
-                    f"{o.kafka_timeout_s:g}s ({exc.args[0].str()}); is the broker up?") from None
+                    f"cannot start: Kafka at {o.kafka.bootstrap_servers} did not initialise the transactional "
+                    f"producer within {o.kafka_timeout_s:g}s ({exc.args[0].str()}); is the broker up?") from None
             self._loop(consumer, producer, stop, idle_exit_s)
         finally:
             lag_done.set()

@@ -35,7 +35,7 @@ def build_processor(
     """A processor for these settings. Refuses an entity without policy and a missing keyring.
     Batch size and poll timeout (its latency floor) come from `pii_processor` of the pipeline config
     unless `batch_size` is given."""
-    opts = ProcessorOptions(bootstrap=settings.kafka_bootstrap,
+    opts = ProcessorOptions(kafka=settings.kafka("processor"),
                             batch_size=batch_size or cfg.pii_processor.batch_size,
                             poll_timeout_s=cfg.pii_processor.poll_timeout_ms / 1000,
                             counters_interval_s=counters_interval_s)
@@ -55,12 +55,12 @@ def run_processor(
     """Check the broker, create the `_secure` and DLQ topics if missing, then process until `stop`
     (or idle) under the watchdog of `smt.processor.serve`. Raises `ProcessorStuckError` when the
     processor thread is blocked inside librdkafka: the caller must then exit the process."""
-    check = preflight(cfg, settings.kafka_bootstrap, timeout_s=5.0)
+    check = preflight(cfg, settings.kafka("processor"), timeout_s=5.0)
     if check.broker:
         raise KafkaUnreachableError(check.broker)
     for problem in check.topics:
         log.warning("%s", problem)  # a CDC topic appears when its connector starts; the subscription waits
-    created = ensure_topics(cfg, settings.kafka_bootstrap)
+    created = ensure_topics(cfg, settings.kafka("processor"))
     if created:
         log.info("created topics %s", ",".join(created))
     return serve(processor, stop, idle_exit_s=idle_exit_s)

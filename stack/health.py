@@ -24,6 +24,7 @@ from clickhouse.quality import freshness
 from connectors.connect_api import ConnectApi
 from fresh.clients import count_records, group_lag
 from fresh.errors import FreshError
+from fresh.kafka_connection import KafkaConnection
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 from stack.services import LocalStack
@@ -110,12 +111,12 @@ def connector_rows(settings: Settings, cfg: PipelineConfig) -> list[StageRow]:
 
 def lag_rows(settings: Settings, cfg: PipelineConfig) -> list[StageRow]:
     rows = []
-    cdc = group_lag(settings.kafka_bootstrap, cfg.pii_processor.consumer_group, cfg.cdc_topics)
+    cdc = group_lag(settings.kafka("admin"), cfg.pii_processor.consumer_group, cfg.cdc_topics)
     for topic, lag in cdc.items():
         rows.append(_lag_row("cdc -> _secure", topic, lag, cfg.pii_processor.consumer_group))
     for e in cfg.entities.values():
         group = f"{cfg.clickhouse.consumer_group}-{e.name}"
-        lag = group_lag(settings.kafka_bootstrap, group, [e.secure_topic])[e.secure_topic]
+        lag = group_lag(settings.kafka("admin"), group, [e.secure_topic])[e.secure_topic]
         rows.append(_lag_row("_secure -> clickhouse", e.secure_topic, lag, group))
     return rows
 
@@ -128,9 +129,9 @@ def _lag_row(stage: str, topic: str, lag: int | None, group: str) -> StageRow:
                     "" if healthy else f"more than {MAX_LAG} records behind")
 
 
-def dlq_count(bootstrap: str, topic: str, timeout_s: float = 10.0) -> int:
+def dlq_count(kafka: KafkaConnection, topic: str, timeout_s: float = 10.0) -> int:
     """Committed records in the DLQ topic (from the low watermarks: transaction markers are not records)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "freshctl-status", "log_level": 0})
+    consumer = Consumer(kafka.config({"group.id": "freshctl-status", "log_level": 0}))
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if meta is None or meta.error is not None:
@@ -139,11 +140,11 @@ def dlq_count(bootstrap: str, topic: str, timeout_s: float = 10.0) -> int:
                   for p in meta.partitions}
     finally:
         consumer.close()
-    return count_records(bootstrap, ranges, timeout_s)
+    return count_records(kafka, ranges, timeout_s)
 
 
 def dlq_row(settings: Settings, cfg: PipelineConfig) -> StageRow:
-    n = dlq_count(settings.kafka_bootstrap, cfg.kafka.dlq_topic)
+    n = dlq_count(settings.kafka("admin"), cfg.kafka.dlq_topic)
     return StageRow("dlq", cfg.kafka.dlq_topic, n == 0, f"records={n}", "",
                     "" if n == 0 else "records failed processing; see docs/pii.md (DLQ)")
 

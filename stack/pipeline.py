@@ -153,7 +153,7 @@ def summary(settings: Settings, cfg: PipelineConfig, backend: Backend) -> Summar
                        "stream_errors": f["stream_errors"]})
     _tables, findings = audit(backend, cfg)
     folder = snapshot_dir(settings)
-    return Summary(layers, dlq_count(settings.kafka_bootstrap, cfg.kafka.dlq_topic),
+    return Summary(layers, dlq_count(settings.kafka("admin"), cfg.kafka.dlq_topic),
                    [f"{f.as_row()}" for f in findings], existing_snapshots(folder), folder)
 
 
@@ -246,7 +246,7 @@ def create_cdc_topics(settings: Settings, cfg: PipelineConfig, connector_config:
     """Create the CDC topics Debezium would create, with the settings of the connector's
     `topic.creation.cdc.*` group, before the processor subscribes: a consumer only notices a topic
     created after it subscribed at its next metadata refresh (librdkafka: every 5 minutes)."""
-    admin = kafka_admin(settings)
+    admin = kafka_admin(settings.kafka("admin"))
     existing = admin.list_topics(timeout=30).topics
     missing = [t for t in cfg.cdc_topics if t not in existing]
     if not missing:

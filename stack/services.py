@@ -31,9 +31,11 @@ import requests
 from clickhouse.endpoint import owner_file
 from fresh.clients import kafka_admin, mongo_client
 from fresh.errors import PortInUseError, StackError, WaitTimeoutError
+from fresh.kafka_connection import KafkaRole
 from fresh.settings import Settings
 from fresh.wait import wait_until
 from stack import MAX_CONNECT_WORKERS, connect_service_names, jars
+from stack.kafka_security import CONNECT_GROUP, CONNECT_TOPIC_PREFIX, ensure_passwords, ensure_tls, grant_pipeline_acls
 from stack.supervisor import read_state, supervised_services
 from stack.versions import load_versions
 
@@ -108,7 +110,8 @@ class LocalStack:
             ),
             "kafka": Service(
                 name="kafka",
-                ports={"FRESH_KAFKA_PORT": s.kafka_port, "FRESH_KAFKA_CONTROLLER_PORT": s.kafka_controller_port},
+                ports={"FRESH_KAFKA_PORT": s.kafka_port, "FRESH_KAFKA_CONTROLLER_PORT": s.kafka_controller_port,
+                       **({"FRESH_KAFKA_PLAINTEXT_PORT": s.kafka_plaintext_port} if s.kafka_plaintext_port else {})},
                 address=f"127.0.0.1:{s.kafka_port}",
                 command=self._kafka_command,
                 ready=self._kafka_ready,
@@ -198,17 +201,47 @@ class LocalStack:
             "logger.reflections.name = org.reflections", "logger.reflections.level = ERROR",
         ])
 
+    @property
+    def kafka_dir(self) -> Path:
+        """The Kafka security material: `tls/` (CA, broker key and certificate) and `users/` (passwords)."""
+        return self.home / "kafka"
+
+
     def _kafka_properties(self) -> Path:
         s = self.settings
+        tls = ensure_tls(self.kafka_dir / "tls")
+        admin, ch = s.kafka(KafkaRole.ADMIN), s.kafka(KafkaRole.CLICKHOUSE)
+        # Benchmarks only: a plaintext listener (its clients are ANONYMOUS, a super user) to compare against.
+        plain = f",PLAINTEXT://127.0.0.1:{s.kafka_plaintext_port}" if s.kafka_plaintext_port else ""
         return self._write_conf("kafka.properties", [
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.bootstrap.servers=127.0.0.1:{s.kafka_controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{s.kafka_port}",
+            # Clients and the broker itself: SASL_SSL only. The controller listener stays PLAINTEXT on
+            # 127.0.0.1: KRaft cannot use SCRAM there (docs/security.md says why and what prod does).
+            f"listeners=SASL_SSL://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.kafka_controller_port}{plain}",
+            f"advertised.listeners=SASL_SSL://127.0.0.1:{s.kafka_port}{plain}",
             "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT"
+            + (",PLAINTEXT:PLAINTEXT" if plain else ""),
+            "inter.broker.listener.name=SASL_SSL",
+            # PLAIN (inside TLS) only for the ClickHouse engine: chdb's librdkafka has no SCRAM.
+            "sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN",
+            "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram."
+            f'ScramLoginModule required username="{admin.username}" password="{admin.password_ref()}";',
+            "listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule "
+            f'required user_{ch.username}="{ch.password_ref()}";',
+            "config.providers=dir",
+            "config.providers.dir.class=org.apache.kafka.common.config.provider.DirectoryConfigProvider",
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={tls.broker}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={tls.ca}",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            # ANONYMOUS is the broker itself on the loopback controller listener (registration, heartbeats).
+            f"super.users=User:{admin.username};User:ANONYMOUS",
+            "allow.everyone.if.no.acl.found=false",
             f"log.dirs={self.data_dir / 'kafka'}",
             "num.partitions=1",
             "offsets.topic.replication.factor=1",
@@ -227,16 +260,21 @@ class LocalStack:
         internal topics); only the REST port differs."""
         s = self.settings
         port = s.connect_port if port is None else port
+        conn = s.kafka(KafkaRole.CONNECT)
+        ref = conn.password_ref()
+        # The worker, and its producers, consumers and admin clients (the connectors' too), as pf-connect.
+        security = [line for prefix in ("", "producer.", "consumer.", "admin.")
+                    for line in conn.java_properties(prefix, password_ref=ref)]
         return self._write_conf(f"{name}.properties", [
-            f"bootstrap.servers={s.kafka_bootstrap}",
-            "group.id=probablyfresh-connect",
+            *security,
+            f"group.id={CONNECT_GROUP}",
             "key.converter=org.apache.kafka.connect.json.JsonConverter",
             "value.converter=org.apache.kafka.connect.json.JsonConverter",
             "key.converter.schemas.enable=false",
             "value.converter.schemas.enable=false",
-            "config.storage.topic=_connect-configs",
-            "offset.storage.topic=_connect-offsets",
-            "status.storage.topic=_connect-status",
+            f"config.storage.topic={CONNECT_TOPIC_PREFIX}configs",
+            f"offset.storage.topic={CONNECT_TOPIC_PREFIX}offsets",
+            f"status.storage.topic={CONNECT_TOPIC_PREFIX}status",
             "config.storage.replication.factor=1",
             "offset.storage.replication.factor=1",
             "status.storage.replication.factor=1",
@@ -246,28 +284,40 @@ class LocalStack:
             "rest.advertised.host.name=127.0.0.1",
             f"rest.advertised.port={port}",
             f"plugin.path={self.plugin_dir}",
-            # Credentials in connector configs are provider references, resolved here.
-            "config.providers=file,env",
+            # Credentials in connector configs and in this file are provider references, resolved here.
+            "config.providers=file,env,dir",
             "config.providers.file.class=org.apache.kafka.common.config.provider.FileConfigProvider",
             "config.providers.env.class=org.apache.kafka.common.config.provider.EnvVarConfigProvider",
+            "config.providers.dir.class=org.apache.kafka.common.config.provider.DirectoryConfigProvider",
             "topic.creation.enable=true",
         ])
 
     def _format_kafka_storage(self) -> None:
         data = self.data_dir / "kafka"
+        users_stamp = data / ".scram-users"
         if (data / "meta.properties").exists():
+            if not users_stamp.is_file():
+                raise StackError(f"the Kafka data in {data} was formatted without SASL users (before the broker "
+                                 "required SASL_SSL): run `freshctl down --wipe`, then `freshctl stack up`")
             return
         data.mkdir(parents=True, exist_ok=True)
         cluster_id = "-"
         while cluster_id.startswith("-"):  # Kafka refuses ids that look like CLI flags
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        passwords = ensure_passwords(self.settings)
+        scram = [arg for user, password in passwords.items()
+                 for arg in ("--add-scram", f"SCRAM-SHA-512=[name={user},password={password}]")]
         cmd = [
             "java", "-cp", str(self.jars_root / "kafka" / "*"), "kafka.tools.StorageTool", "format",
-            "--standalone", "-t", cluster_id, "-c", str(self._kafka_properties()),
+            "--standalone", "-t", cluster_id, "-c", str(self._kafka_properties()), *scram,
         ]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise StackError(f"formatting Kafka storage in {data} failed: {result.stdout}{result.stderr}".strip())
+            output = f"{result.stdout}{result.stderr}".strip()
+            for password in passwords.values():
+                output = output.replace(password, "***")
+            raise StackError(f"formatting Kafka storage in {data} failed: {output}")
+        users_stamp.write_text("\n".join(passwords) + "\n", encoding="utf-8")
 
     def _install_debezium_plugin(self) -> None:
         """Lay the Debezium jars out as one plugin folder on the worker's plugin.path."""
@@ -294,7 +344,7 @@ class LocalStack:
     def _kafka_ready(self) -> bool:
         if not _port_open(self.settings.kafka_port):
             return False
-        admin = kafka_admin(self.settings, {"log_level": 0})
+        admin = kafka_admin(self.settings.kafka("admin"), {"log_level": 0})
         return bool(admin.list_topics(timeout=3).brokers)
 
     def _connect_ready(self, port: int) -> bool:
@@ -394,6 +444,10 @@ class LocalStack:
                     self._start(self.services[name])
         if "kafka" in wanted:
             self._await_ready(self.services["kafka"])
+            if "kafka" in started:  # each user's ACLs for the pipeline config (docs/security.md)
+                from fresh.pipeline import load_pipeline_config
+
+                grant_pipeline_acls(self.settings, load_pipeline_config(self.settings.pipeline_config))
         connects = [n for n in self.connect_names if n in wanted]
         pending = [n for n in connects if not self.pid_of(n)]
         reused += [n for n in connects if n not in pending]

@@ -35,3 +35,18 @@ def keyring_source(tmp_path: Path) -> KeyringSource:
     source = KeyringSource(tmp_path / "keys" / "keyring.json", allow_unwrapped=True)
     source.generate()
     return source
+
+
+@pytest.fixture
+def kafka_client_home(tmp_path: Path) -> dict[str, str]:
+    """Environment for a client process of a stack home that `stack up` prepared (the local CA and
+    the users' password files) but whose broker is not running: a unit test of a Kafka failure
+    then meets the failure it means to, not the missing CA of a fresh clone."""
+    from stack.kafka_security import ensure_passwords, ensure_tls
+
+    home = tmp_path / "stack-home"
+    settings = load_settings(stack_home=home)
+    assert settings.kafka_ca_file is not None
+    ensure_tls(settings.kafka_ca_file.parent)
+    ensure_passwords(settings)
+    return {"FRESH_STACK_HOME": str(home)}

@@ -19,6 +19,7 @@ from confluent_kafka import Producer
 
 from fresh import secure_record as sr
 from fresh.errors import FreshError
+from fresh.kafka_connection import KafkaConnection
 from smt.envelope import ALG_RANDOM, SCHEME
 
 _TEST_INDEX_KEY = b"clickhouse-tests-blind-index-key"  # not a secret: test data only
@@ -99,9 +100,8 @@ def message_key(doc_id: str) -> bytes:
 class SecureProducer:
     """Produce `_secure` records: JSON values, Debezium-shaped keys, raw bytes for broken ones."""
 
-    def __init__(self, bootstrap: str, **config: Any):
-        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True,
-                                   **config})
+    def __init__(self, kafka: KafkaConnection, **config: Any):
+        self._producer = Producer(kafka.config({"linger.ms": 20, "enable.idempotence": True, **config}))
 
     def send(self, topic: str, doc: dict[str, Any] | None, doc_id: str | None = None) -> None:
         """`doc` None is a tombstone for `doc_id`."""

@@ -15,13 +15,15 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from clickhouse.backend import ChdbBackend
+from clickhouse.backend import ChdbBackend, trust_kafka_ca
 from clickhouse.migrate import migrate
 from clickhouse.render import render_migrations
+from fresh.kafka_connection import KafkaConnection
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 from smt.keyring import KeyringSource
 from smt.processor import Processor, ProcessorOptions
+from stack.kafka_security import grant_pipeline_acls
 from stack.services import LocalStack
 
 
@@ -29,12 +31,15 @@ from stack.services import LocalStack
 def local_stack(settings: Settings) -> LocalStack:
     stack = LocalStack(settings)
     stack.up()
+    # The embedded engine's Kafka tables in this process read over SASL_SSL: trust the stack's CA.
+    trust_kafka_ca(settings.kafka("clickhouse"))
     return stack
 
 
 @pytest.fixture(scope="session")
-def bootstrap(settings: Settings) -> str:
-    return settings.kafka_bootstrap
+def bootstrap(settings: Settings) -> KafkaConnection:
+    """The admin user's connection (a super user): tests' own producers, consumers and admin calls."""
+    return settings.kafka("admin")
 
 
 _RUN_TAGS: list[str] = []  # every tag this session put into names (see delete_tagged_topics)
@@ -60,12 +65,12 @@ def unique(new_tag: Callable[[], str]) -> str:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def delete_tagged_topics(local_stack: LocalStack, bootstrap: str) -> Iterator[None]:
+def delete_tagged_topics(local_stack: LocalStack, bootstrap: KafkaConnection) -> Iterator[None]:
     """After the session, delete the Kafka topics named with this session's tags, so a long-lived
     local broker does not collect thousands of test topics (CI starts from nothing anyway). Only
     this session's tags: another run on the same stack keeps its topics."""
     yield
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(bootstrap.config())
     try:
         topics = [t for t in admin.list_topics(timeout=30).topics if any(tag in t for tag in _RUN_TAGS)]
         for future in admin.delete_topics(topics, operation_timeout=30).values() if topics else ():
@@ -82,12 +87,12 @@ def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @contextmanager
-def processor_thread(cfg: PipelineConfig, keyring: KeyringSource, bootstrap: str,
+def processor_thread(cfg: PipelineConfig, keyring: KeyringSource, kafka: KafkaConnection,
                      instance_id: str) -> Iterator[Processor]:
     """The PII processor for `cfg` running in a thread while the block runs; on exit it stops,
     must have ended within 60 s, and an exception of its thread is re-raised (the test fails with
     it, even if it passed otherwise), never lost."""
-    processor = Processor(cfg, keyring, ProcessorOptions(bootstrap=bootstrap, instance_id=instance_id))
+    processor = Processor(cfg, keyring, ProcessorOptions(kafka=kafka, instance_id=instance_id))
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -110,26 +115,34 @@ def processor_thread(cfg: PipelineConfig, keyring: KeyringSource, bootstrap: str
 
 
 @pytest.fixture
-def running_processor(bootstrap: str) -> Callable[..., Any]:
-    """`with running_processor(cfg, keyring_source, instance_id):` (see `processor_thread`)."""
-    return lambda cfg, keyring, instance_id: processor_thread(cfg, keyring, bootstrap, instance_id)
+def running_processor(settings: Settings) -> Callable[..., Any]:
+    """`with running_processor(cfg, keyring_source, instance_id):` (see `processor_thread`), as
+    the processor's own Kafka user with the pipeline's ACLs for `cfg`."""
+
+    def start(cfg: PipelineConfig, keyring: KeyringSource, instance_id: str) -> Any:
+        grant_pipeline_acls(settings, cfg)
+        return processor_thread(cfg, keyring, settings.kafka("processor"), instance_id)
+
+    return start
 
 
 @pytest.fixture
-def secure_pipeline_running(bootstrap: str, chdb_path: str, tmp_path: Path) -> Callable[..., Any]:
+def secure_pipeline_running(settings: Settings, chdb_path: str, tmp_path: Path) -> Callable[..., Any]:
     """`with secure_pipeline_running(cfg, instance_id) as (keyring, backend):` runs the PII processor
     for `cfg` in a thread (`processor_thread`, with a fresh tmp keyring) and migrates ClickHouse on
-    the embedded engine; on exit the processor stops, must have ended, and the engine session
-    closes. An exception of the processor thread is re-raised on exit, never lost."""
+    the embedded engine, each as its own Kafka user with the pipeline's ACLs (pf-processor,
+    pf-clickhouse); on exit the processor stops, must have ended, and the engine session closes.
+    An exception of the processor thread is re-raised on exit, never lost."""
 
     @contextmanager
     def run(cfg: PipelineConfig, instance_id: str) -> Iterator[tuple[KeyringSource, ChdbBackend]]:
         keyring = KeyringSource(tmp_path / "keyring.json", allow_unwrapped=True)
         keyring.generate()
-        with processor_thread(cfg, keyring, bootstrap, instance_id):
+        grant_pipeline_acls(settings, cfg)  # each its own user, as in `freshctl up`
+        with processor_thread(cfg, keyring, settings.kafka("processor"), instance_id):
             backend = ChdbBackend(Path(chdb_path))
             try:
-                migrate(backend, render_migrations(cfg, bootstrap), cfg.clickhouse.raw_database)
+                migrate(backend, render_migrations(cfg, settings.kafka("clickhouse")), cfg.clickhouse.raw_database)
                 yield keyring, backend
             finally:
                 backend.close()

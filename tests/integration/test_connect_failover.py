@@ -27,6 +27,7 @@ from connectors.apply import apply
 from connectors.connect_api import ConnectApi
 from connectors.render import render
 from fresh.clients import kafka_admin
+from fresh.kafka_connection import KafkaConnection
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 from fresh.wait import wait_until
@@ -76,9 +77,9 @@ def task_worker(api: ConnectApi, connector: str) -> tuple[str, str]:
     return str(tasks[0]["worker_id"]), str(tasks[0]["state"])
 
 
-def cdc_records(bootstrap: str, topics: list[str]) -> list[tuple[str, bytes | None, bytes | None]]:
+def cdc_records(kafka: KafkaConnection, topics: list[str]) -> list[tuple[str, bytes | None, bytes | None]]:
     """Every record of `topics` from offset 0 to the current end: (topic, key, value)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False})
+    consumer = Consumer(kafka.config({"group.id": "unused", "enable.auto.commit": False}))
     try:
         meta = consumer.list_topics(timeout=30).topics
         ends = {}
@@ -120,10 +121,10 @@ def test_connect_worker_sigkill_moves_the_task_and_capture_resumes_from_stored_o
 
     rendered = render(cfg, dbz_e2e["local"], "local", only=["mongodb_source"])
     apply(dbz_e2e["api"], rendered, dbz_e2e["local"], timeout_s=120)
-    admin = kafka_admin(settings)
+    admin = kafka_admin(settings.kafka("admin"))
     wait_until(lambda: set(cfg.cdc_topics) <= set(admin.list_topics(timeout=5).topics), timeout_s=180,
                what=f"Debezium to create the CDC topics {cfg.cdc_topics}")
-    ensure_topics(cfg, settings.kafka_bootstrap)
+    ensure_topics(cfg, settings.kafka("admin"))
     apis = {n: worker_api(two_workers, n) for n in two_workers.connect_names}
     by_id = {f"127.0.0.1:{two_workers.services[n].address.rsplit(':', 1)[1]}": n for n in apis}
 
@@ -137,7 +138,7 @@ def test_connect_worker_sigkill_moves_the_task_and_capture_resumes_from_stored_o
             return True
 
         wait_until(mart_equals_mongo, timeout_s=300, what="MART = MongoDB, every field (snapshot)")
-        snapshot_records = len(cdc_records(settings.kafka_bootstrap, cfg.cdc_topics))
+        snapshot_records = len(cdc_records(settings.kafka("admin"), cfg.cdc_topics))
         offsets_before = apis["connect"].offsets(name)["offsets"]
         assert offsets_before, f"{name} has stored no source offset after its snapshot"
 
@@ -183,7 +184,7 @@ def test_connect_worker_sigkill_moves_the_task_and_capture_resumes_from_stored_o
         wait_until(mart_equals_mongo, timeout_s=300,
                    what=f"MART = MongoDB, every field, after {CHANGES} changes and the failover")
 
-    records = cdc_records(settings.kafka_bootstrap, cfg.cdc_topics)
+    records = cdc_records(settings.kafka("admin"), cfg.cdc_topics)
     resent = sum(n - 1 for n in Counter(records).values() if n > 1)
     snapshot_reads = sum(1 for _t, _k, v in records if v is not None and b'"__op":"r"' in v.replace(b" ", b""))
     offsets_after = apis[survivor].offsets(name)["offsets"]

@@ -44,7 +44,8 @@ def e2e(pipeline: PipelineConfig, settings: Settings, unique: str, tmp_path: Pat
     cfg = PipelineConfig.model_validate(raw)
     # Own stack home: the connector's secret file goes to tmp, not to the shared stack's folder.
     local = Settings(stack_home=tmp_path / "stack", mongo_uri=settings.mongo_uri,
-                     kafka_bootstrap=settings.kafka_bootstrap, connect_url=settings.connect_url)
+                     kafka_bootstrap=settings.kafka_bootstrap, connect_url=settings.connect_url,
+                     kafka_ca_file=settings.kafka_ca_file, kafka_users_dir=settings.kafka_users_dir)
     api = ConnectApi.from_settings(settings)
     mongo = mongo_client(settings)
     state: dict[str, Any] = {"cfg": cfg, "local": local, "api": api, "db": mongo[cfg.mongodb.database]}
@@ -56,7 +57,7 @@ def e2e(pipeline: PipelineConfig, settings: Settings, unique: str, tmp_path: Pat
         api.delete(name)
     mongo.drop_database(cfg.mongodb.database)
     mongo.close()
-    admin = kafka_admin(settings)
+    admin = kafka_admin(settings.kafka("admin"))
     prefix = cfg.kafka.topic_prefix
     topics = [t for t in admin.list_topics(timeout=10).topics
               if t.startswith(prefix + ".") or t.endswith("." + prefix) or t == cfg.kafka.dlq_topic]
@@ -76,10 +77,10 @@ def test_mongo_to_mart_through_debezium_and_the_processor(
 
     rendered = render(cfg, e2e["local"], "local", only=["mongodb_source"])
     apply(e2e["api"], rendered, e2e["local"], timeout_s=60)
-    admin = kafka_admin(settings)
+    admin = kafka_admin(settings.kafka("admin"))
     wait_until(lambda: set(cfg.cdc_topics) <= set(admin.list_topics(timeout=5).topics), timeout_s=120,
                what=f"Debezium to create the CDC topics {cfg.cdc_topics}")
-    ensure_topics(cfg, settings.kafka_bootstrap)
+    ensure_topics(cfg, settings.kafka("admin"))
 
     with secure_pipeline_running(cfg, f"e2e-{cfg.kafka.topic_prefix}") as (keyring_source, backend):
         keyring = keyring_source.current()
@@ -135,11 +136,11 @@ def test_changes_during_the_snapshot_reach_mart(
     last = [d["_id"] for d in purchases.find({}, {"_id": 1}).sort("_id", -1).limit(6)]
 
     apply(e2e["api"], render(cfg, e2e["local"], "local", only=["mongodb_source"]), e2e["local"], timeout_s=60)
-    admin = kafka_admin(settings)
+    admin = kafka_admin(settings.kafka("admin"))
     topic = cfg.entity("purchases").cdc_topic
     wait_until(lambda: topic in admin.list_topics(timeout=5).topics, timeout_s=120, what=f"Debezium to create {topic}")
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"e2e-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(settings.kafka("admin").config({"group.id": f"e2e-{uuid.uuid4().hex}",
+                                                        "auto.offset.reset": "earliest", "enable.auto.commit": False}))
     consumer.subscribe([topic])
     try:
         def first_read() -> bool:
@@ -155,7 +156,7 @@ def test_changes_during_the_snapshot_reach_mart(
         purchases.update_one({"_id": _id}, {"$set": {"status": "returned", "updated_at": datetime.now(UTC)}})
     wait_until(lambda: set(cfg.cdc_topics) <= set(admin.list_topics(timeout=5).topics), timeout_s=120,
                what=f"Debezium to create the CDC topics {cfg.cdc_topics}")
-    ensure_topics(cfg, settings.kafka_bootstrap)
+    ensure_topics(cfg, settings.kafka("admin"))
 
     with secure_pipeline_running(cfg, f"e2e-{cfg.kafka.topic_prefix}") as (keyring_source, backend):
         keyring = keyring_source.current()

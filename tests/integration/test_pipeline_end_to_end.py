@@ -18,6 +18,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from clickhouse.audit import audit
+from fresh.kafka_connection import KafkaConnection
 from fresh.pipeline import PipelineConfig
 from fresh.wait import wait_until
 from smt.envelope import decrypt
@@ -49,17 +50,17 @@ def _expected(cfg: PipelineConfig, records: list) -> tuple[dict[str, int], dict[
 
 
 def test_cdc_records_reach_mart_encrypted_exactly_once(
-    pipeline: PipelineConfig, bootstrap: str, unique: str, secure_pipeline_running: Callable[..., Any]
+    pipeline: PipelineConfig, bootstrap: KafkaConnection, unique: str, secure_pipeline_running: Callable[..., Any]
 ) -> None:
     cfg = pipeline.isolated(f"e2e{unique}")
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(bootstrap.config())
     for fut in admin.create_topics([NewTopic(t, num_partitions=3, replication_factor=1)
                                     for t in cfg.cdc_topics]).values():
         fut.result(30)
     ensure_topics(cfg, bootstrap)
 
     records = list(mixed_records(cfg, RECORDS, seed=7))
-    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
+    producer = Producer(bootstrap.config({"partitioner": "murmur2_random"}))
     for record in records:
         producer.produce(record.topic, record.value, record.key)
     assert producer.flush(30) == 0

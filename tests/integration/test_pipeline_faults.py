@@ -44,7 +44,7 @@ from clickhouse.migrate import migrate_settings
 from connectors.apply import apply, wait_for_state
 from connectors.connect_api import ConnectApi
 from connectors.render import render
-from fresh.clients import kafka_admin, kafka_config, mongo_client
+from fresh.clients import kafka_admin, mongo_client
 from fresh.errors import FreshError, WaitTimeoutError
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
@@ -72,10 +72,10 @@ class Msg:
 
 def read_all(settings: Settings, topics: list[str], committed: bool = True) -> list[Msg]:
     """Every record of `topics` up to each partition's end when called (read_committed by default)."""
-    consumer = Consumer(kafka_config(settings.kafka_bootstrap, {
+    consumer = Consumer(settings.kafka("admin").config({
         "group.id": "unused", "enable.auto.commit": False, "fetch.max.bytes": 52_428_800,
         "isolation.level": "read_committed" if committed else "read_uncommitted"}))
-    admin = kafka_admin(settings)
+    admin = kafka_admin(settings.kafka("admin"))
     meta = admin.list_topics(timeout=30).topics
     tps = [TopicPartition(t, p) for t in topics if t in meta for p in meta[t].partitions]
     level = IsolationLevel.READ_COMMITTED if committed else IsolationLevel.READ_UNCOMMITTED
@@ -230,10 +230,10 @@ def live(pipeline: PipelineConfig, settings: Settings, unique: str, tmp_path: Pa
         finally:
             backend.close()
         apply(api, render(cfg, own, "local", only=["mongodb_source"]), own, timeout_s=120)
-        admin = kafka_admin(settings)
+        admin = kafka_admin(settings.kafka("admin"))
         wait_until(lambda: set(cfg.cdc_topics) <= set(admin.list_topics(timeout=5).topics), timeout_s=120,
                    what=f"Debezium to create the CDC topics {cfg.cdc_topics}")
-        ensure_topics(cfg, settings.kafka_bootstrap)
+        ensure_topics(cfg, settings.kafka("admin"))
         with running_processor(cfg, keyring, f"flt-{unique}"):
             yield live
     finally:

@@ -89,6 +89,23 @@ def test_up_status_kill_and_down(isolated: tuple[dict[str, str], Settings], pipe
     # A snapshot drawn while the pipeline runs is in the next summary.
     drawn = _run(env, "grafana", "snapshot", "--dashboard", "raw-overview", timeout=300)
     assert drawn.returncode == 0, drawn.stderr[-2000:]
+    # Every hop ran over SASL_SSL with its own user; no password shows where a person or a log
+    # collector looks: the stack's logs and config files, status, the rendered and the live connector.
+    passwords = {p.stem: p.read_text(encoding="utf-8").strip()
+                 for p in (settings.stack_home / "kafka" / "users").glob("*.password")}
+    assert set(passwords) == {"pf-admin", "pf-connect", "pf-processor", "pf-clickhouse"}
+    shown = {"status": _run(env, "status", "-o", "json").stdout,
+             "connectors describe": _run(env, "connectors", "describe", pipeline.kafka.connector_name,
+                                         "-o", "json").stdout,
+             "connectors render": _run(env, "connectors", "render", "-e", "local").stdout}
+    assert pipeline.kafka.connector_name in shown["connectors describe"]
+    files = [p for folder in ("logs", "conf", "secrets") for p in (settings.stack_home / folder).glob("*")
+             if p.is_file()]
+    assert any(p.name == "kafka.log" for p in files) and any(p.name == "connect.properties" for p in files)
+    shown |= {str(p): p.read_text(encoding="utf-8", errors="replace") for p in files}
+    leaks = [(where, user) for where, text in shown.items() for user, pw in passwords.items() if pw in text]
+    assert leaks == [], f"Kafka passwords found in {leaks}"
+
     second = _run(env, "up", timeout=300)
     assert second.returncode == 0, second.stderr[-2000:]
     assert "started: -;" in second.stdout  # everything reused

@@ -12,6 +12,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from fresh.kafka_connection import KafkaConnection
 from fresh.pipeline import PipelineConfig
 from fresh.settings import REPO_ROOT
 
@@ -25,19 +26,19 @@ def _health(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_health_follows_the_groups_committed_offsets(
-    pipeline: PipelineConfig, bootstrap: str, new_tag: Callable[[], str], tmp_path: Path
+    pipeline: PipelineConfig, bootstrap: KafkaConnection, new_tag: Callable[[], str], tmp_path: Path
 ) -> None:
     cfg = pipeline.isolated(new_tag())
     config = tmp_path / "pipeline.yaml"
     config.write_text(cfg.to_yaml(), encoding="utf-8")
     topic = cfg.cdc_topics[0]
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(bootstrap.config())
     for future in admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)]).values():
         future.result(timeout=30)
 
     assert _health(config, "--max-lag", "0").returncode == 0  # nothing to consume yet
 
-    producer = Producer({"bootstrap.servers": bootstrap})
+    producer = Producer(bootstrap.config())
     for i in range(5):
         producer.produce(topic, value=b"{}", key=str(i).encode())
     assert producer.flush(30) == 0
@@ -46,7 +47,7 @@ def test_health_follows_the_groups_committed_offsets(
     assert behind.stderr.startswith(f"error: processor group {cfg.pii_processor.consumer_group} is 5 records behind")
     assert _health(config, "--max-lag", "5").returncode == 0
 
-    group = Consumer({"bootstrap.servers": bootstrap, "group.id": cfg.pii_processor.consumer_group})
+    group = Consumer(bootstrap.config({"group.id": cfg.pii_processor.consumer_group}))
     try:
         group.commit(offsets=[TopicPartition(topic, 0, 5)], asynchronous=False)
     finally:

@@ -8,23 +8,32 @@ import pymongo
 import requests
 from chdb import session as chdb_session
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+)
 
+from clickhouse.backend import trust_kafka_ca
+from fresh.kafka_connection import KafkaConnection
 from fresh.settings import Settings
 from fresh.wait import wait_until
 from stack.services import DEBEZIUM_CONNECTOR_CLASS
 
 
-def test_broker_round_trips_1000_records(bootstrap: str, unique: str) -> None:
+def test_broker_round_trips_1000_records(bootstrap: KafkaConnection, unique: str) -> None:
     topic = f"smoke-{unique}"
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    producer = Producer(bootstrap.config({"enable.idempotence": True}))
     for i in range(1000):
         producer.produce(topic, key=str(i).encode(), value=json.dumps({"n": i}).encode())
     assert producer.flush(30) == 0
 
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": f"smoke-{unique}", "auto.offset.reset": "earliest",
-    })
+    consumer = Consumer(bootstrap.config({"group.id": f"smoke-{unique}", "auto.offset.reset": "earliest",
+    }))
     consumer.subscribe([topic])
     seen: set[int] = set()
 
@@ -41,8 +50,8 @@ def test_broker_round_trips_1000_records(bootstrap: str, unique: str) -> None:
     assert seen == set(range(1000))
 
 
-def test_topic_with_three_partitions_is_described(bootstrap: str, unique: str) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+def test_topic_with_three_partitions_is_described(bootstrap: KafkaConnection, unique: str) -> None:
+    admin = AdminClient(bootstrap.config())
     topic = f"smoke-parts-{unique}"
     admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result(30)
 
@@ -65,21 +74,32 @@ def test_connect_lists_the_debezium_mongodb_plugin(settings: Settings) -> None:
     assert DEBEZIUM_CONNECTOR_CLASS in {p["class"] for p in plugins}
 
 
-def test_chdb_kafka_engine_consumes_1000_json_records(bootstrap: str, unique: str, chdb_path: str) -> None:
-    topic = f"smoke-ch-{unique}"
-    producer = Producer({"bootstrap.servers": bootstrap})
+def test_chdb_kafka_engine_consumes_1000_json_records(
+    bootstrap: KafkaConnection, settings: Settings, unique: str, chdb_path: str
+) -> None:
+    """Over SASL_SSL as pf-clickhouse (PLAIN: chdb's librdkafka has no SCRAM), with an ACL for this topic."""
+    topic, group = f"smoke-ch-{unique}", f"probablyfresh-clickhouse-smoke-{unique}"
+    engine = settings.kafka("clickhouse")
+    acl = AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, f"User:{engine.username}", "*",
+                     AclOperation.READ, AclPermissionType.ALLOW)
+    admin = AdminClient(bootstrap.config())  # kept in a variable while its futures run
+    for fut in admin.create_acls([acl]).values():
+        fut.result(30)
+    producer = Producer(bootstrap.config())
     for i in range(1000):
         producer.produce(topic, json.dumps({"id": i, "name": f"row-{i}"}).encode())
     assert producer.flush(30) == 0
 
     db = f"smoke_{unique}"
+    trust_kafka_ca(engine)  # the engine's librdkafka trusts the stack's CA
+    connection = ", ".join(f"{k} = '{v}'" for k, v in engine.clickhouse_engine_settings().items())
     sess = chdb_session.Session(chdb_path)
     try:
         sess.query(f"CREATE DATABASE {db}")
         sess.query(f"""
             CREATE TABLE {db}.queue (id UInt64, name String) ENGINE = Kafka
-            SETTINGS kafka_broker_list = '{bootstrap}', kafka_topic_list = '{topic}',
-                     kafka_group_name = 'smoke-{unique}', kafka_format = 'JSONEachRow',
+            SETTINGS {connection}, kafka_topic_list = '{topic}',
+                     kafka_group_name = '{group}', kafka_format = 'JSONEachRow',
                      kafka_flush_interval_ms = 500""")
         sess.query(f"CREATE TABLE {db}.rows (id UInt64, name String) ENGINE = MergeTree ORDER BY id")
         sess.query(f"CREATE MATERIALIZED VIEW {db}.queue_to_rows TO {db}.rows AS SELECT id, name FROM {db}.queue")

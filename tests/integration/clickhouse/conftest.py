@@ -14,6 +14,7 @@ from clickhouse.migrate import migrate
 from clickhouse.render import render_migrations
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
+from stack.kafka_security import grant_pipeline_acls
 
 
 def unique_config(pipeline: PipelineConfig, tag: str) -> PipelineConfig:
@@ -50,5 +51,6 @@ def migrated_config(chdb_backend: ChdbBackend, pipeline: PipelineConfig, setting
     over a streaming Kafka table, so they cannot be dropped after each test.
     """
     cfg = unique_config(pipeline, new_tag())
-    migrate(chdb_backend, render_migrations(cfg, settings.kafka_bootstrap), cfg.clickhouse.raw_database)
+    grant_pipeline_acls(settings, cfg)  # the engine reads as its own user, pf-clickhouse
+    migrate(chdb_backend, render_migrations(cfg, settings.kafka("clickhouse")), cfg.clickhouse.raw_database)
     return cfg

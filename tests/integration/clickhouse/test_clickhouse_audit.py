@@ -11,13 +11,14 @@ from clickhouse.migrate import migrate
 from clickhouse.render import render_migrations
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
+from stack.kafka_security import engine_connection
 
 
 def test_audit_is_clean_after_migrate(chdb_backend: ChdbBackend, unique_pipeline: PipelineConfig,
                                       settings: Settings) -> None:
     # Its own databases: the package's shared pipeline collects the other tests' planted findings.
     cfg = unique_pipeline
-    migrate(chdb_backend, render_migrations(cfg, settings.kafka_bootstrap), cfg.clickhouse.raw_database)
+    migrate(chdb_backend, render_migrations(cfg, engine_connection(settings, cfg)), cfg.clickhouse.raw_database)
     tables, findings = audit(chdb_backend, cfg)
     assert sorted(t["topics"] for t in tables) == sorted(cfg.secure_topics)
     assert findings == []

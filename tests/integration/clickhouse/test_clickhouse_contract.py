@@ -24,6 +24,7 @@ from clickhouse.render import MIGRATIONS_DIR, render_migrations
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 from fresh.wait import wait_until
+from stack.kafka_security import engine_connection
 from tests import secure_records as sr
 
 T0 = 1_763_000_000_000
@@ -60,9 +61,9 @@ class Landed:
 def landed(chdb_backend: ChdbBackend, pipeline: PipelineConfig, settings: Settings,
            make_unique_config: Callable[[PipelineConfig, str], PipelineConfig], new_tag: Callable[[], str]) -> Landed:
     cfg = make_unique_config(pipeline, new_tag())
-    migrate(chdb_backend, render_migrations(cfg, settings.kafka_bootstrap), cfg.clickhouse.raw_database)
+    migrate(chdb_backend, render_migrations(cfg, engine_connection(settings, cfg)), cfg.clickhouse.raw_database)
     topic = {name: e.secure_topic for name, e in cfg.entities.items()}
-    p = sr.SecureProducer(settings.kafka_bootstrap)
+    p = sr.SecureProducer(settings.kafka("admin"))
 
     def send(entity: str, doc: dict[str, Any], **raw: str) -> None:
         p.send_raw(topic[entity], _text(doc, **raw), key=sr.message_key(doc["_id"]))
@@ -187,9 +188,9 @@ def test_migration_008_recomputes_mart_of_an_existing_warehouse(
     for later in before.glob("*.sql.j2"):
         if later.name >= "008":
             later.unlink()
-    migrate(chdb_backend, render_migrations(cfg, settings.kafka_bootstrap, directory=before),
+    migrate(chdb_backend, render_migrations(cfg, engine_connection(settings, cfg), directory=before),
             cfg.clickhouse.raw_database)
-    p = sr.SecureProducer(settings.kafka_bootstrap)
+    p = sr.SecureProducer(settings.kafka("admin"))
     p.send_raw(cfg.entity("products").secure_topic, _text(sr.product("P001", T0), price="64.46"),
                key=sr.message_key("P001"))
     p.flush()
@@ -201,7 +202,7 @@ def test_migration_008_recomputes_mart_of_an_existing_warehouse(
 
     wait_until(lambda: price() is not None, timeout_s=90, what="the product in MART before 008")
     assert price() == "64.45"  # what 003's float path made of 64.46
-    done = migrate(chdb_backend, render_migrations(cfg, settings.kafka_bootstrap), cfg.clickhouse.raw_database)
+    done = migrate(chdb_backend, render_migrations(cfg, engine_connection(settings, cfg)), cfg.clickhouse.raw_database)
     assert done[0].name == "008_exact_mart"  # and the later migrations
     assert price() == "64.46"
     # ... and the re-attached Kafka table streams through the new views

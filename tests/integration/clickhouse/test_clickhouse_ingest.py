@@ -18,6 +18,7 @@ from clickhouse.render import render_migrations
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 from fresh.wait import wait_until
+from stack.kafka_security import engine_connection
 from tests import secure_records as sr
 
 T0 = 1_763_000_000_000  # a fixed source timestamp (ms); versions below are T0 + n
@@ -40,9 +41,9 @@ class Landed:
 def landed(chdb_backend: ChdbBackend, pipeline: PipelineConfig, settings: Settings,
            make_unique_config: Callable[[PipelineConfig, str], PipelineConfig], new_tag: Callable[[], str]) -> Landed:
     cfg = make_unique_config(pipeline, new_tag())
-    migrate(chdb_backend, render_migrations(cfg, settings.kafka_bootstrap), cfg.clickhouse.raw_database)
+    migrate(chdb_backend, render_migrations(cfg, engine_connection(settings, cfg)), cfg.clickhouse.raw_database)
     topic = {name: e.secure_topic for name, e in cfg.entities.items()}
-    p = sr.SecureProducer(settings.kafka_bootstrap)
+    p = sr.SecureProducer(settings.kafka("admin"))
 
     p.send(topic["stores"], sr.store("S001", T0 + 1, name="Old name"))
     p.send(topic["stores"], sr.store("S001", T0 + 1, name="Old name"))  # duplicate (redelivery)

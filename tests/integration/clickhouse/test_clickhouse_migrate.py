@@ -16,13 +16,14 @@ from clickhouse.render import MIGRATIONS_DIR, render_migrations
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 from fresh.wait import wait_until
+from stack.kafka_security import engine_connection
 
 
 def test_migrate_twice_second_run_does_nothing(
     chdb_backend: ChdbBackend, migrated_config: PipelineConfig, settings: Settings
 ) -> None:
     cfg = migrated_config
-    migrations = render_migrations(cfg, settings.kafka_bootstrap)
+    migrations = render_migrations(cfg, engine_connection(settings, cfg))
     assert migrate(chdb_backend, migrations, cfg.clickhouse.raw_database) == []
     statuses = {r.name: r.status for r in plan(chdb_backend, migrations, cfg.clickhouse.raw_database)}
     assert statuses["007_readonly_access"] == "skipped"  # chdb has no users or grants
@@ -33,7 +34,7 @@ def test_migrate_twice_second_run_does_nothing(
 
 def test_plan_is_read_only(chdb_backend: ChdbBackend, unique_pipeline: PipelineConfig, settings: Settings) -> None:
     cfg = unique_pipeline
-    rows = plan(chdb_backend, render_migrations(cfg, settings.kafka_bootstrap), cfg.clickhouse.raw_database)
+    rows = plan(chdb_backend, render_migrations(cfg, engine_connection(settings, cfg)), cfg.clickhouse.raw_database)
     assert {r.status for r in rows} == {"pending", "skip (server only)"}
     dbs = chdb_backend.query(f"SELECT count() AS n FROM system.databases WHERE name = '{cfg.clickhouse.raw_database}'")
     assert int(dbs[0]["n"]) == 0
@@ -47,7 +48,7 @@ def test_edited_applied_migration_is_refused(
     shutil.copytree(MIGRATIONS_DIR, edited)
     target = edited / "002_raw_tables.sql.j2"
     target.write_text(target.read_text() + "\n-- an edit after it was applied\n")
-    migrations = render_migrations(cfg, settings.kafka_bootstrap, directory=edited)
+    migrations = render_migrations(cfg, engine_connection(settings, cfg), directory=edited)
     statuses = {r.name: r.status for r in plan(chdb_backend, migrations, cfg.clickhouse.raw_database)}
     assert statuses["002_raw_tables"] == "changed"
     with pytest.raises(MigrationChangedError, match="002_raw_tables"):
@@ -65,7 +66,7 @@ def test_failure_names_file_and_statement_and_is_not_recorded(
         "SELECT * FROM {{ raw_db }}.no_such_table;\n"
         "CREATE TABLE IF NOT EXISTS {{ raw_db }}.after_failure (x UInt8) ENGINE = Memory;\n"
     )
-    migrations = render_migrations(cfg, settings.kafka_bootstrap, directory=broken)
+    migrations = render_migrations(cfg, engine_connection(settings, cfg), directory=broken)
     with pytest.raises(MigrationError, match=r"099_broken\.sql\.j2: statement 2 of 3"):
         migrate(chdb_backend, migrations, cfg.clickhouse.raw_database)
     tables = {r["name"] for r in chdb_backend.query(
@@ -79,7 +80,7 @@ def test_retune_recreates_kafka_tables_whose_knobs_changed_and_they_stream_on(
     chdb_backend: ChdbBackend, pipeline: PipelineConfig, settings: Settings, unique: str
 ) -> None:
     cfg = pipeline.isolated(f"tune{unique}")
-    bootstrap = settings.kafka_bootstrap
+    bootstrap = engine_connection(settings, cfg)
     migrate(chdb_backend, render_migrations(cfg, bootstrap), cfg.clickhouse.raw_database)
     assert retune(chdb_backend, cfg, bootstrap) == []  # 009 created them as the config says
     raw = cfg.model_dump(mode="json")

@@ -25,6 +25,7 @@ from clickhouse.render import MIGRATIONS_DIR, render_migrations
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 from fresh.wait import wait_until
+from stack.kafka_security import engine_connection
 
 T0 = 1_763_000_000_000  # when the cursor fetched the snapshot batch (ms)
 READ = T0 + 800  # when the snapshot emitted the read records (worker clock)
@@ -36,9 +37,9 @@ def test_change_during_snapshot_wins_over_the_earlier_read(
     make_unique_config: Callable[[PipelineConfig, str], PipelineConfig], new_tag: Callable[[], str],
 ) -> None:
     cfg = make_unique_config(pipeline, new_tag())
-    migrate(chdb_backend, render_migrations(cfg, settings.kafka_bootstrap), cfg.clickhouse.raw_database)
+    migrate(chdb_backend, render_migrations(cfg, engine_connection(settings, cfg)), cfg.clickhouse.raw_database)
     topic = cfg.entity("purchases").secure_topic
-    p = sr.SecureProducer(settings.kafka_bootstrap)
+    p = sr.SecureProducer(settings.kafka("admin"))
     # Snapshot reads (op r), then the streamed changes the change stream buffered meanwhile.
     p.send(topic, sr.purchase("T00000001", READ, op="r"))
     p.send(topic, sr.purchase("T00000002", READ, op="r"))
@@ -75,11 +76,11 @@ def test_migration_010_recomputes_mart_of_an_existing_warehouse(
     for later in before.glob("*.sql.j2"):
         if later.name >= "010":
             later.unlink()
-    migrate(chdb_backend, render_migrations(cfg, settings.kafka_bootstrap, directory=before),
+    migrate(chdb_backend, render_migrations(cfg, engine_connection(settings, cfg), directory=before),
             cfg.clickhouse.raw_database)
     topic = cfg.entity("purchases").secure_topic
     raw, mart = cfg.clickhouse.raw_database, cfg.clickhouse.mart_database
-    p = sr.SecureProducer(settings.kafka_bootstrap)
+    p = sr.SecureProducer(settings.kafka("admin"))
     p.send(topic, sr.purchase("T00000001", READ, op="r"))
     p.send(topic, sr.purchase("T00000002", READ, op="r"))
     p.send(topic, sr.delete_marker(CHANGED), doc_id="T00000001")
@@ -93,7 +94,7 @@ def test_migration_010_recomputes_mart_of_an_existing_warehouse(
     wait_until(lambda: chdb_backend.query(f"SELECT count() AS n FROM {raw}.purchases")[0]["n"] == 3,
                timeout_s=120, what=f"3 RAW rows in {raw}.purchases before 010")
     assert current() == ["T00000001", "T00000002"]  # the defect: the deleted purchase stayed
-    done = migrate(chdb_backend, render_migrations(cfg, settings.kafka_bootstrap), cfg.clickhouse.raw_database)
+    done = migrate(chdb_backend, render_migrations(cfg, engine_connection(settings, cfg)), cfg.clickhouse.raw_database)
     assert [m.name for m in done] == ["010_kafka_order_version"]
     assert current() == ["T00000002"]
     # the re-attached Kafka table streams through the new views

@@ -14,6 +14,7 @@ import yaml
 
 from connectors.connect_api import ConnectApi
 from fresh.settings import REPO_ROOT, Settings
+from stack.kafka_security import grant_connect_topics
 
 FRESHCTL = str(Path(sys.executable).parent / "freshctl")
 
@@ -24,9 +25,11 @@ def api(settings: Settings) -> ConnectApi:
 
 
 @pytest.fixture
-def prefix(unique: str, api: ConnectApi) -> Iterator[str]:
-    """`fresh-it-<uuid>-`: the managed prefix of this test; its connectors are deleted at the end."""
+def prefix(unique: str, api: ConnectApi, settings: Settings) -> Iterator[str]:
+    """`fresh-it-<uuid>-`: the managed prefix of this test (connectors, and topics pf-connect may
+    write: `fresh-it-<uuid>`); its connectors are deleted at the end."""
     value = f"fresh-it-{unique}-"
+    grant_connect_topics(settings, f"fresh-it-{unique}")
     yield value
     for name in api.list_connectors():
         if name.startswith(value):
@@ -53,13 +56,15 @@ def heartbeat_values(tmp_path: Path, prefix: str) -> Callable[..., Path]:
 
 
 @pytest.fixture
-def freshctl() -> Callable[..., subprocess.CompletedProcess[str]]:
+def freshctl(settings: Settings) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run the real CLI; `env` entries are added to the environment."""
 
     def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [FRESHCTL, *args], capture_output=True, text=True, timeout=180, cwd=REPO_ROOT,
-            env={**os.environ, **(env or {})}, check=False,
+            # the shared stack's Kafka CA and users, also where a test moves FRESH_STACK_HOME to tmp
+            env={**os.environ, "FRESH_KAFKA_CA_FILE": str(settings.kafka_ca_file),
+                 "FRESH_KAFKA_USERS_DIR": str(settings.kafka_users_dir), **(env or {})}, check=False,
         )
 
     return run

@@ -29,6 +29,7 @@ from connectors.connect_api import ConnectApi
 from connectors.render import render
 from fresh import cdc_record
 from fresh.clients import kafka_admin, mongo_client
+from fresh.kafka_connection import KafkaConnection
 from fresh.pipeline import PipelineConfig
 from fresh.settings import REPO_ROOT, Settings
 from fresh.wait import wait_until
@@ -48,7 +49,8 @@ def capture(pipeline: PipelineConfig, settings: Settings, prefix: str, unique: s
     raw["kafka"]["connector_name"] = f"{prefix}src"
     mine = PipelineConfig.model_validate(raw)
     local = Settings(stack_home=tmp_path, mongo_uri=settings.mongo_uri, kafka_bootstrap=settings.kafka_bootstrap,
-                     connect_url=settings.connect_url)
+                     connect_url=settings.connect_url, kafka_ca_file=settings.kafka_ca_file,
+                     kafka_users_dir=settings.kafka_users_dir)
     yield mine, local
     # Stop first (its task ends, so no late heartbeat re-creates a topic), then delete.
     name = mine.kafka.connector_name
@@ -60,7 +62,7 @@ def capture(pipeline: PipelineConfig, settings: Settings, prefix: str, unique: s
     with mongo_client(settings) as mongo:
         mongo.drop_database(mine.mongodb.database)
     prefix_ = mine.kafka.topic_prefix
-    admin = kafka_admin(settings)
+    admin = kafka_admin(settings.kafka("admin"))
     topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix_ + ".")
               or t == f"__debezium-heartbeat.{prefix_}"]
     if topics:
@@ -68,9 +70,9 @@ def capture(pipeline: PipelineConfig, settings: Settings, prefix: str, unique: s
             future.result()
 
 
-def _subscribe(bootstrap: str, topic: str) -> Consumer:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"fresh-it-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+def _subscribe(bootstrap: KafkaConnection, topic: str) -> Consumer:
+    consumer = Consumer(bootstrap.config({"group.id": f"fresh-it-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False}))
     consumer.subscribe([topic])
     return consumer
 
@@ -137,7 +139,7 @@ def test_debezium_snapshots_then_streams(api: ConnectApi, settings: Settings, re
     assert source.config["topic.prefix"] == mine.kafka.topic_prefix
     apply(api, rendered, local, timeout_s=60)
 
-    consumer, seen = _subscribe(settings.kafka_bootstrap, entity.cdc_topic), []
+    consumer, seen = _subscribe(settings.kafka("admin"), entity.cdc_topic), []
     raw: list[tuple[bytes, bytes | None]] = []
     try:
         def arrived(op: str, key: str) -> tuple[Any, Any] | None:

@@ -17,27 +17,32 @@ from clickhouse.backend import ChdbBackend
 from clickhouse.migrate import migrate
 from clickhouse.render import render_migrations
 from fresh import cdc_record
+from fresh.kafka_connection import KafkaConnection
 from fresh.pipeline import PipelineConfig
+from fresh.settings import Settings
 from fresh.wait import wait_until
 from generator.domain import Domain, Plan
 from generator.seed import ENTITIES
 from smt.keyring import KeyringSource
 from smt.processor import Processor, ProcessorOptions, ensure_topics
+from stack.kafka_security import engine_connection
 
 DEFAULT_SEED = 42  # freshctl seed's default
 
 
 @pytest.fixture(scope="package")
-def seeded_pipeline(pipeline: PipelineConfig, bootstrap: str, chdb_path: str, new_tag: Callable[[], str],
-                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PipelineConfig, ChdbBackend, Plan]]:
+def seeded_pipeline(
+    pipeline: PipelineConfig, bootstrap: KafkaConnection, settings: Settings, chdb_path: str,
+    new_tag: Callable[[], str], tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[PipelineConfig, ChdbBackend, Plan]]:
     cfg = pipeline.isolated(f"gf{new_tag()}")
     plan = Plan(seed=DEFAULT_SEED)
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(bootstrap.config())
     for fut in admin.create_topics([NewTopic(t, num_partitions=2, replication_factor=1)
                                     for t in cfg.cdc_topics]).values():
         fut.result(30)
     ensure_topics(cfg, bootstrap)
-    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
+    producer = Producer(bootstrap.config({"partitioner": "murmur2_random"}))
     domain = Domain(plan)
     for entity in ENTITIES:
         topic = cfg.entity(entity).cdc_topic
@@ -49,14 +54,14 @@ def seeded_pipeline(pipeline: PipelineConfig, bootstrap: str, chdb_path: str, ne
 
     keyring = KeyringSource(tmp_path_factory.mktemp("gfkeys") / "keyring.json", allow_unwrapped=True)  # test keys
     keyring.generate()
-    options = ProcessorOptions(bootstrap=bootstrap, instance_id=f"gf-{cfg.kafka.topic_prefix}")
+    options = ProcessorOptions(kafka=bootstrap, instance_id=f"gf-{cfg.kafka.topic_prefix}")
     processor = Processor(cfg, keyring, options)
     stop = threading.Event()
     worker = threading.Thread(target=processor.run, args=(stop,), daemon=True)
     worker.start()
     backend = ChdbBackend(Path(chdb_path))
     try:
-        migrate(backend, render_migrations(cfg, bootstrap), cfg.clickhouse.raw_database)
+        migrate(backend, render_migrations(cfg, engine_connection(settings, cfg)), cfg.clickhouse.raw_database)
         mart = cfg.clickhouse.mart_database
 
         def mart_complete() -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from smt_kafka_io import Kafka, make_pipeline
 
+from fresh.kafka_connection import KafkaConnection
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 from smt.keyring import KeyringSource
@@ -20,7 +21,7 @@ from smt.processor import Counters, Processor, ProcessorOptions, ensure_topics
 
 
 @pytest.fixture
-def kafka(bootstrap: str) -> Kafka:
+def kafka(bootstrap: KafkaConnection) -> Kafka:
     return Kafka(bootstrap)
 
 
@@ -61,11 +62,11 @@ class Running:
 
 
 @pytest.fixture
-def start_processor(bootstrap: str, unique: str) -> Iterator[Any]:
+def start_processor(bootstrap: KafkaConnection, unique: str) -> Iterator[Any]:
     running: list[Running] = []
 
     def start(cfg: PipelineConfig, keyring_source: KeyringSource, instance: str = "a", **opts: Any) -> Running:
-        options = ProcessorOptions(bootstrap=bootstrap, instance_id=f"{unique}-{instance}", batch_size=2000,
+        options = ProcessorOptions(kafka=bootstrap, instance_id=f"{unique}-{instance}", batch_size=2000,
                                    counters_interval_s=2.0, **opts)
         r = Running(Processor(cfg, keyring_source, options))
         running.append(r)

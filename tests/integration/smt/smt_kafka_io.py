@@ -18,9 +18,11 @@ from typing import Any
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, IsolationLevel, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
+from fresh.kafka_connection import KafkaConnection
 from fresh.pipeline import PipelineConfig, load_pipeline_config
 from fresh.settings import Settings
 from fresh.wait import wait_until
+from stack.kafka_security import grant_pipeline_acls
 from tests.cdc_records import CdcRecord
 
 PARTITIONS = 3
@@ -37,14 +39,14 @@ class Out:
 
 
 class Kafka:
-    def __init__(self, bootstrap: str):
+    def __init__(self, bootstrap: KafkaConnection):
         self.bootstrap = bootstrap
-        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+        self.admin = AdminClient(bootstrap.config())
 
     def fresh_admin(self) -> AdminClient:
         """A new admin client (keep it in a variable while its futures run): one made before a
         broker restart may keep stale metadata (FENCED_LEADER_EPOCH) or never answer again."""
-        return AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        return AdminClient(self.bootstrap.config({"log_level": 0}))
 
     def create(self, topics: Iterable[str], partitions: int = PARTITIONS) -> None:
         new = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics]
@@ -54,8 +56,8 @@ class Kafka:
 
     def produce(self, records: Iterable[CdcRecord],
                 extra: Iterable[tuple[str, bytes | None, bytes | None]] = ()) -> int:
-        producer = Producer({"bootstrap.servers": self.bootstrap, "partitioner": "murmur2_random", "log_level": 0,
-                             "linger.ms": 5, "message.max.bytes": 1_000_000})
+        producer = Producer(self.bootstrap.config({"partitioner": "murmur2_random", "log_level": 0,
+                             "linger.ms": 5, "message.max.bytes": 1_000_000}))
         n = 0
         for r in records:
             producer.produce(r.topic, r.value, r.key)
@@ -70,9 +72,9 @@ class Kafka:
 
     def read_to_end(self, topics: Iterable[str], timeout_s: float = 60, committed: bool = True) -> list[Out]:
         """Every committed record of `topics`: reads until each partition's position reaches its end."""
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "unused", "enable.auto.commit": False,
+        consumer = Consumer(self.bootstrap.config({"group.id": "unused", "enable.auto.commit": False,
                              "isolation.level": "read_committed" if committed else "read_uncommitted",
-                             "fetch.max.bytes": 52_428_800})
+                             "fetch.max.bytes": 52_428_800}))
         meta = consumer.list_topics(timeout=30).topics
         tps = [TopicPartition(t, p, 0) for t in topics if t in meta for p in meta[t].partitions]
         consumer.assign(tps)
@@ -126,7 +128,9 @@ def make_pipeline(settings: Settings, unique: str,
     raw = load_pipeline_config(settings.pipeline_config).isolated(unique).model_dump(mode="json", exclude_none=True)
     for entity, fields in (pii_overrides or {}).items():
         raw["entities"][entity]["pii"].update(fields)
-    return PipelineConfig.model_validate(raw)
+    cfg = PipelineConfig.model_validate(raw)
+    grant_pipeline_acls(settings, cfg)  # `freshctl secure run` children run as the processor's own user
+    return cfg
 
 
 def write_pipeline(cfg: PipelineConfig, path: Path) -> Path:
@@ -139,10 +143,10 @@ class Feeder:
     broker that is away (records wait in the client and go when it is back). Its errors are kept
     and re-raised by `join`, never swallowed."""
 
-    def __init__(self, bootstrap: str, records: list[CdcRecord], chunk: int = 500, pause_s: float = 0.0):
-        self.producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random",
+    def __init__(self, bootstrap: KafkaConnection, records: list[CdcRecord], chunk: int = 500, pause_s: float = 0.0):
+        self.producer = Producer(bootstrap.config({"partitioner": "murmur2_random",
                                   "enable.idempotence": True, "linger.ms": 5, "message.timeout.ms": 300_000,
-                                  "message.max.bytes": 1_000_000, "log_level": 0})
+                                  "message.max.bytes": 1_000_000, "log_level": 0}))
         self.records, self.chunk, self.pause_s = records, chunk, pause_s
         self.error: BaseException | None = None
         self.failed: list[str] = []

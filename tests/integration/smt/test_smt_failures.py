@@ -46,7 +46,7 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(
     first, rest = records[:4000], records[4000:]
     kafka.produce(first)
     env = {**os.environ, "FRESH_PIPELINE_CONFIG": str(write_pipeline(cfg, tmp_path / "pipeline.yaml")),
-           "FRESH_KEYRING_PATH": str(keyring_source.path), "FRESH_KAFKA_BOOTSTRAP": kafka.bootstrap}
+           "FRESH_KEYRING_PATH": str(keyring_source.path), "FRESH_KAFKA_BOOTSTRAP": kafka.bootstrap.bootstrap_servers}
     env.pop("FRESH_KEYRING_JSON", None)
     cmd = [FRESHCTL, "--log-level", "INFO", "secure", "run", "--instance-id", f"{unique}-x", "--batch-size", "300",
            "--counters-interval", "1"]

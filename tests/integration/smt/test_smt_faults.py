@@ -35,6 +35,7 @@ from smt_kafka_io import (
 from fresh.cdc_record import key as cdc_key
 from fresh.cdc_record import value as cdc_value
 from fresh.errors import WaitTimeoutError
+from fresh.kafka_connection import KafkaConnection
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 from fresh.wait import wait_until
@@ -56,9 +57,10 @@ class ProcessorProcess:
     """`freshctl secure run` as a child process, restarted by the test when it exits (as a
     supervisor would); every run's exit code and log are kept."""
 
-    def __init__(self, cfg: PipelineConfig, keyring: KeyringSource, bootstrap: str, tmp: Path, instance: str):
+    def __init__(self, cfg: PipelineConfig, keyring: KeyringSource, bootstrap: KafkaConnection, tmp: Path,
+                 instance: str):
         self.env = {**os.environ, "FRESH_PIPELINE_CONFIG": str(write_pipeline(cfg, tmp / "pipeline.yaml")),
-                    "FRESH_KEYRING_PATH": str(keyring.path), "FRESH_KAFKA_BOOTSTRAP": bootstrap}
+                    "FRESH_KEYRING_PATH": str(keyring.path), "FRESH_KAFKA_BOOTSTRAP": bootstrap.bootstrap_servers}
         self.env.pop("FRESH_KEYRING_JSON", None)
         self.cmd = [FRESHCTL, "--log-level", "INFO", "secure", "run", "--instance-id", instance, "--batch-size", "300",
                     "--counters-interval", "1"]
@@ -231,13 +233,14 @@ class _CrashOn(Processor):
 
 
 def test_a_crash_loop_at_one_offset_is_reported_not_repeated_silently(
-    kafka: Kafka, secure_pipeline: PipelineConfig, keyring_source: KeyringSource, bootstrap: str, unique: str
+    kafka: Kafka, secure_pipeline: PipelineConfig, keyring_source: KeyringSource, bootstrap: KafkaConnection,
+    unique: str,
 ) -> None:
     cfg = secure_pipeline
     topic = cfg.entity("products").cdc_topic
 
     def run(cls: type[Processor], max_starts: int, until: int = 101) -> BaseException | None:
-        opts = ProcessorOptions(bootstrap=bootstrap, instance_id=f"{unique}-c", max_starts=max_starts,
+        opts = ProcessorOptions(kafka=bootstrap, instance_id=f"{unique}-c", max_starts=max_starts,
                                 counters_interval_s=0)
         p = cls(cfg, keyring_source, opts)
         stop, box = threading.Event(), {}

@@ -9,6 +9,7 @@ from typing import Any
 from smt_kafka_io import Kafka
 
 from fresh.clients import group_lag
+from fresh.kafka_connection import KafkaConnection
 from fresh.pipeline import PipelineConfig
 from fresh.wait import wait_until
 from smt.keyring import KeyringSource
@@ -16,18 +17,18 @@ from smt.processor import Processor, ProcessorOptions
 from tests.cdc_records import mixed_records
 
 
-def _status_lag(bootstrap: str, cfg: PipelineConfig) -> int:
+def _status_lag(bootstrap: KafkaConnection, cfg: PipelineConfig) -> int:
     return sum(lag or 0 for lag in group_lag(bootstrap, cfg.pii_processor.consumer_group, cfg.cdc_topics).values())
 
 
 def test_lag_counter_agrees_with_status_before_during_and_after_a_restart(
     kafka: Kafka, secure_pipeline: PipelineConfig, keyring_source: KeyringSource, start_processor: Any,
-    bootstrap: str, unique: str,
+    bootstrap: KafkaConnection, unique: str,
 ) -> None:
     cfg = secure_pipeline
     records = list(mixed_records(cfg, 900, seed=3))
     kafka.produce(records[:600])
-    idle = Processor(cfg, keyring_source, ProcessorOptions(bootstrap=bootstrap, instance_id=f"{unique}-idle"))
+    idle = Processor(cfg, keyring_source, ProcessorOptions(kafka=bootstrap, instance_id=f"{unique}-idle"))
     assert idle.counters.lag == -1  # not measured yet
     assert idle.probe_lag() == _status_lag(bootstrap, cfg) == 600  # nothing committed: every record
 

@@ -34,13 +34,16 @@ from clickhouse.migrate import migrate
 from clickhouse.render import render_migrations
 from connectors.apply import apply
 from connectors.render import render
+from fresh.kafka_connection import KafkaConnection
 from fresh.pipeline import PipelineConfig
+from fresh.settings import Settings
 from fresh.wait import wait_until
 from generator.changes import ChangeReport, ChangeRunner
 from generator.domain import Domain, Plan
 from generator.seed import MongoSink, seed
 from smt.keyring import KeyringSource
 from smt.processor import ensure_topics
+from stack.kafka_security import engine_connection, grant_pipeline_acls
 from stack.services import LocalStack
 from tests.cdc_records import CdcRecord, mixed_records
 
@@ -107,11 +110,16 @@ def open_on(kafka: Kafka, partitions: set[tuple[str, int]]) -> int:
     return sum(stable[k] < high[k] for k in high)
 
 
-def transactional_ids(stack: LocalStack, bootstrap: str, prefix: str) -> list[str]:
-    """The transactional ids the broker knows that start with `prefix` (Kafka's own tool)."""
+def transactional_ids(stack: LocalStack, kafka: KafkaConnection, prefix: str, tmp: Path) -> list[str]:
+    """The transactional ids the broker knows that start with `prefix` (Kafka's own tool, as the
+    admin user: its client config in a 0600 file of the test's tmp folder)."""
+    config = tmp / "admin-client.properties"
+    config.touch(mode=0o600)
+    config.write_text("\n".join(kafka.java_properties()) + "\n", encoding="utf-8")
     out = subprocess.run(
         ["java", "-cp", str(stack.jars_root / "kafka" / "*"), "org.apache.kafka.tools.TransactionsCommand",
-         "--bootstrap-server", bootstrap, "list"], capture_output=True, text=True, timeout=300, check=True).stdout
+         "--bootstrap-server", kafka.bootstrap_servers, "--command-config", str(config), "list"],
+        capture_output=True, text=True, timeout=300, check=True).stdout
     return sorted(line.split()[0] for line in out.splitlines() if line.startswith(prefix))
 
 
@@ -119,7 +127,7 @@ class Instances(dict[str, ProcessorProcess]):
     """The processor instances of one test, by instance id: `start(cfg, n)` runs `freshctl secure
     run --instance-id <unique>-<n>` with its own folder for the config and the log."""
 
-    def __init__(self, keyring: KeyringSource, bootstrap: str, tmp: Path, unique: str):
+    def __init__(self, keyring: KeyringSource, bootstrap: KafkaConnection, tmp: Path, unique: str):
         super().__init__()
         self.keyring, self.bootstrap, self.tmp, self.unique = keyring, bootstrap, tmp, unique
 
@@ -159,7 +167,7 @@ def processed(lines: dict[str, str], instance: str) -> int:
 
 
 def test_scale_1_to_3_to_1_with_a_zombie_exactly_once(
-    kafka: Kafka, secure_pipeline: PipelineConfig, instances: Instances, local_stack: LocalStack,
+    kafka: Kafka, secure_pipeline: PipelineConfig, instances: Instances, local_stack: LocalStack, tmp_path: Path,
 ) -> None:
     cfg = secure_pipeline
     group = cfg.pii_processor.consumer_group
@@ -174,7 +182,7 @@ def test_scale_1_to_3_to_1_with_a_zombie_exactly_once(
     feeder = Feeder(kafka.bootstrap, phases[0], *PACE)
     others = [instances.start(cfg, 2), instances.start(cfg, 3)]
     shares = wait_members(kafka, cfg, [first, *others], "three instances")
-    txn_ids = transactional_ids(local_stack, kafka.bootstrap, f"pii-{group}-")
+    txn_ids = transactional_ids(local_stack, kafka.bootstrap, f"pii-{group}-", tmp_path)
     assert txn_ids == sorted(f"pii-{group}-{i}" for i in [first, *others]), txn_ids
     feeder.join()
 
@@ -225,6 +233,7 @@ def test_scale_1_to_3_to_1_with_a_zombie_exactly_once(
 
 def test_debezium_to_mart_while_the_group_scales_1_to_3_to_1(
     kafka: Kafka, dbz_e2e: dict[str, Any], keyring_source: KeyringSource, instances: Instances, chdb_path: str,
+    settings: Settings,
 ) -> None:
     """The same group change with nothing stood in for: MongoDB -> the rendered Debezium connector
     -> CDC topics of 3 partitions (created by the test before the connector) -> the processor
@@ -237,10 +246,11 @@ def test_debezium_to_mart_while_the_group_scales_1_to_3_to_1(
     sink.ensure_indexes()
     seed(Domain(Plan(seed=11)), [sink], batch_size=500)
     kafka.create(cfg.cdc_topics)  # 3 partitions each; Debezium writes into them
+    grant_pipeline_acls(settings, cfg)  # the processors and the engine read as their own users
     ensure_topics(cfg, kafka.bootstrap)
     backend = ChdbBackend(Path(chdb_path))
     try:
-        migrate(backend, render_migrations(cfg, kafka.bootstrap), cfg.clickhouse.raw_database)
+        migrate(backend, render_migrations(cfg, engine_connection(settings, cfg)), cfg.clickhouse.raw_database)
         t0 = time.monotonic()
         first = instances.start(cfg, 1)
         wait_members(kafka, cfg, [first], "one instance")

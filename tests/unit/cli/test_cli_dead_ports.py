@@ -21,8 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from fresh.settings import Settings
 from freshctl.cli import freshctl
 from freshctl.tree import leaves
+from stack.kafka_security import ensure_passwords, ensure_tls
 
 BOUND_S = 20.0
 CONNECTOR = "probablyfresh-mongodb-source"
@@ -131,6 +133,10 @@ def env(dead_ports: dict[str, int], tmp_path_factory: pytest.TempPathFactory) ->
     })
     result = run(["keys", "generate"], env)
     assert result.returncode == 0, result.stderr
+    # The stack's Kafka CA and user passwords exist (as after `stack up`): the dead port is what fails.
+    settings = Settings(stack_home=home / "stack")
+    ensure_tls(settings.stack_home / "kafka" / "tls")
+    ensure_passwords(settings)
     return env
 
 

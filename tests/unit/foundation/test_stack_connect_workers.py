@@ -13,6 +13,7 @@ from fresh.errors import StackError
 from fresh.settings import load_settings
 from freshctl.cli import freshctl
 from stack import MAX_CONNECT_WORKERS, connect_service_names
+from stack.kafka_security import ensure_passwords, ensure_tls
 from stack.services import CONNECT_REBALANCE_DELAY_MS, LocalStack
 
 
@@ -22,7 +23,11 @@ def _properties(path: Path) -> dict[str, str]:
 
 
 def _stack(tmp_path: Path, workers: int) -> LocalStack:
-    return LocalStack(load_settings(stack_home=tmp_path, connect_port=18000, connect_workers=workers))
+    settings = load_settings(stack_home=tmp_path, connect_port=18000, connect_workers=workers)
+    assert settings.kafka_ca_file is not None
+    ensure_tls(settings.kafka_ca_file.parent)  # what `stack up` makes before it writes the worker configs
+    ensure_passwords(settings)
+    return LocalStack(settings)
 
 
 def test_one_worker_by_default(tmp_path: Path) -> None:

@@ -88,7 +88,8 @@ def test_keys_state_commands_dry_run_and_destroy_needs_yes(env: dict[str, str]) 
     assert r.exit_code == 2 and "--close-window goes with --index" in r.output
 
 
-def test_decrypt_field_record_and_dry_run(env: dict[str, str], tmp_path: Path) -> None:
+def test_decrypt_field_record_and_dry_run(env: dict[str, str], tmp_path: Path,
+                                          kafka_client_home: dict[str, str]) -> None:
     runner = CliRunner()
     assert runner.invoke(freshctl, ["keys", "generate"], env=env).exit_code == 0
     ring = source(env).current()
@@ -103,7 +104,7 @@ def test_decrypt_field_record_and_dry_run(env: dict[str, str], tmp_path: Path) -
                       env=env)
     assert r.exit_code != 0 and "does not authenticate" in str(r.exception)
     # No broker listens on port 1: the dry run prints the mapping, then one line for the broker, exit 1.
-    down = {**env, "FRESH_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+    down = {**env, **kafka_client_home, "FRESH_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
     native = "python" if os.environ.get("FRESH_SKIP_NATIVE") == "1" else "native"
     r = runner.invoke(freshctl, ["secure", "run", "--dry-run", "--transform-threads", "3", "-o", "json"], env=down)
     assert r.exit_code == 1 and len(json.loads(r.stdout)) == 5
@@ -112,10 +113,11 @@ def test_decrypt_field_record_and_dry_run(env: dict[str, str], tmp_path: Path) -
     assert len(errors) == 1 and "Kafka at 127.0.0.1:1 did not answer within 5s" in errors[0], r.stderr
 
 
-def test_run_with_kafka_down_fails_fast_in_one_line(env: dict[str, str]) -> None:
+def test_run_with_kafka_down_fails_fast_in_one_line(env: dict[str, str], kafka_client_home: dict[str, str]) -> None:
     runner = CliRunner()
     assert runner.invoke(freshctl, ["keys", "generate"], env=env).exit_code == 0
-    r = runner.invoke(freshctl, ["secure", "run"], env={**env, "FRESH_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
+    down = {**env, **kafka_client_home, "FRESH_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+    r = runner.invoke(freshctl, ["secure", "run"], env=down)
     assert r.exit_code == 1 and r.exception is not None
     assert str(r.exception).startswith("Kafka at 127.0.0.1:1 did not answer within 5s")
     assert r.stderr == ""  # nothing else: no librdkafka lines (main() prints the one `error:` line)

@@ -23,9 +23,9 @@ from fresh.wait import wait_until
 
 
 @pytest.fixture
-def owner(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
+def owner(tmp_path: Path, kafka_client_home: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
     chdb = tmp_path / "chdb"
-    env = {**os.environ, "FRESH_CHDB_PATH": str(chdb), "FRESH_CLICKHOUSE_BACKEND": "chdb"}
+    env = {**os.environ, **kafka_client_home, "FRESH_CHDB_PATH": str(chdb), "FRESH_CLICKHOUSE_BACKEND": "chdb"}
     proc = subprocess.Popen([sys.executable, "-c", "from freshctl.cli import main; main()", "clickhouse", "ingest",
                              "--every", "0.5"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
