@@ -343,12 +343,6 @@ def test_mongo_users_are_least_privilege_and_agree_with_the_uris(
 
 # ---- agreement with settings and the compose connector config ------------------------------------
 
-# Kafka connection settings of the typed Kafka config (fresh/kafka_connection.py, branch wip/tls);
-# until both branches are merged they are not Settings fields here. The lead empties this set at merge.
-PENDING_KAFKA_SETTINGS = {"FRESH_KAFKA_SECURITY_PROTOCOL", "FRESH_KAFKA_SASL_MECHANISM", "FRESH_KAFKA_CA_FILE",
-                          "FRESH_KAFKA_ADMIN_PASSWORD", "FRESH_KAFKA_PROCESSOR_PASSWORD"}
-
-
 def settings_with_secrets(service: dict[str, Any], generated: Path) -> Settings:
     """Settings as the service gets them: its FRESH_* environment plus its secrets (FRESH_SECRETS_DIR)."""
     env = env_of(service)
@@ -367,7 +361,7 @@ def test_fresh_variables_are_real_settings(services: dict[str, dict[str, Any]]) 
     for name, s in services.items():
         names = {k for k in env_of(s) if k.startswith("FRESH_")} | {
             t for t in secret_targets(s) if t.startswith("FRESH_")}
-        for key in names - PENDING_KAFKA_SETTINGS - {"FRESH_SECRETS_DIR"}:  # SECRETS_DIR: read by load_settings
+        for key in names - {"FRESH_SECRETS_DIR"}:  # SECRETS_DIR: read by load_settings
             assert key.removeprefix("FRESH_").lower() in Settings.model_fields, (
                 f"{name}: {key} is not a fresh.settings.Settings field")
         if any(t.startswith("FRESH_") for t in secret_targets(s)):
