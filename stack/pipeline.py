@@ -55,6 +55,11 @@ class UpOptions:
     wait: bool = True  # wait until MART holds what MongoDB holds
 
 
+# Rows per table the summary's plaintext audit reads (a random sample beyond that): a second `up`
+# stays quick on a large warehouse; `freshctl clickhouse audit` reads every row.
+SUMMARY_AUDIT_ROWS = 5_000
+
+
 @dataclass
 class Summary:
     layers: list[dict[str, Any]]  # per entity: mongodb, raw, mart rows; freshness
@@ -62,6 +67,7 @@ class Summary:
     audit_findings: list[str]
     snapshots: list[SnapshotFiles] = field(default_factory=list)  # written by `freshctl grafana snapshot`
     snapshot_dir: Path | None = None
+    audit_sampled: bool = False  # the plaintext audit read a random sample of a table (SUMMARY_AUDIT_ROWS)
 
     def rows(self) -> list[dict[str, Any]]:
         return self.layers
@@ -151,10 +157,11 @@ def summary(settings: Settings, cfg: PipelineConfig, backend: Backend) -> Summar
         layers.append({"entity": f["entity"], "mongodb": mongo.get(str(f["entity"]), 0), "raw": f["raw_rows"],
                        "mart": f["mart_rows"], "e2e_p50_s": f["e2e_p50_s"], "newest_age_s": f["newest_age_s"],
                        "stream_errors": f["stream_errors"]})
-    _tables, findings = audit(backend, cfg)
+    _tables, findings = audit(backend, cfg, sample_rows=SUMMARY_AUDIT_ROWS)
+    sampled = any(max(int(layer["raw"]), int(layer["mart"])) > SUMMARY_AUDIT_ROWS for layer in layers)
     folder = snapshot_dir(settings)
     return Summary(layers, dlq_count(settings.kafka("admin"), cfg.kafka.dlq_topic),
-                   [f"{f.as_row()}" for f in findings], existing_snapshots(folder), folder)
+                   [f"{f.as_row()}" for f in findings], existing_snapshots(folder), folder, sampled)
 
 
 def plan_up(settings: Settings, options: UpOptions) -> list[dict[str, str]]:

@@ -80,11 +80,13 @@ def up_command(settings: Settings, no_seed: bool, seed_value: int, changes: int,
     if output == "json":
         print_rows([{"seconds": round(result.seconds, 1), "started": result.started, "reused": result.reused,
                      "keyring": result.keyring, "layers": summary.layers, "dlq_records": summary.dlq_records,
-                     "audit_findings": summary.audit_findings,
+                     "audit_findings": summary.audit_findings, "audit_sampled": summary.audit_sampled,
                      "snapshots": [str(s.html) for s in summary.snapshots]}], output)
         return
     print_rows(summary.rows(), output)
-    audit = "ok (secure topics only, no plaintext email or phone)" if not summary.audit_findings \
+    sample = (f" in a random sample of {pipeline_mod.SUMMARY_AUDIT_ROWS:,} rows per table; "
+              "`freshctl clickhouse audit` reads every row") if summary.audit_sampled else ""
+    audit = f"ok (secure topics only, no plaintext email or phone{sample})" if not summary.audit_findings \
         else f"{len(summary.audit_findings)} finding(s): run `freshctl clickhouse audit`"
     click.echo(f"dlq: {summary.dlq_records} record(s)   audit: {audit}")
     click.echo(summary.snapshot_note(time.time()))

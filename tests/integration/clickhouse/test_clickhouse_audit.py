@@ -104,3 +104,21 @@ def test_audit_reads_what_the_processor_guard_reads(chdb_backend: ChdbBackend, p
         "column s: 1 value(s) look like a plaintext email",
         "column s: 1 value(s) look like a plaintext phone",
     ]
+
+
+def test_a_sampled_audit_reads_at_most_its_sample(chdb_backend: ChdbBackend, pipeline: PipelineConfig,
+                                                  unique: str) -> None:
+    """`freshctl up`'s summary audits a random sample of each table (`sample_rows`): a table that
+    fits in the sample is read whole, and no more than the sample is read of a larger one."""
+    cfg = pipeline.isolated(f"sample{unique}")
+    db = cfg.clickhouse.raw_database
+    chdb_backend.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+    chdb_backend.execute(f"CREATE TABLE {db}.t (id UInt32, s String) ENGINE = MergeTree ORDER BY id")
+    chdb_backend.execute(f"INSERT INTO {db}.t SELECT number, concat('ann', toString(number), '@example.com') "
+                         "FROM numbers(40)")
+
+    def emails(sample_rows: int | None) -> str:
+        return ";".join(f.detail for f in check_plaintext(chdb_backend, cfg, sample_rows) if f.table == f"{db}.t")
+
+    assert emails(None) == emails(40) == "column s: 40 value(s) look like a plaintext email"
+    assert emails(7) == "column s: 7 value(s) look like a plaintext email"
