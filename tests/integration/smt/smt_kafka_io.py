@@ -108,10 +108,11 @@ class Kafka:
         fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
         return sum(tp.offset for tp in fut.result(timeout=30).topic_partitions if tp.offset > 0)
 
-    def open_transactions(self, topics: Iterable[str]) -> int:
+    def open_transactions(self, topics: Iterable[str], admin: AdminClient | None = None) -> int:
         """Partitions of `topics` whose last stable offset is below the high watermark: records of a
-        transaction neither committed nor aborted yet are in the log."""
-        admin = self.fresh_admin()
+        transaction neither committed nor aborted yet are in the log. `admin`: a client to reuse
+        (one per look made and dropped dozens of clients a second, and pytest sometimes crashed)."""
+        admin = admin or self.fresh_admin()
         meta = admin.list_topics(timeout=30).topics
         tps = [TopicPartition(t, p) for t in topics if t in meta for p in meta[t].partitions]
 
@@ -183,9 +184,10 @@ def freeze_with_open_transaction(proc: subprocess.Popen[bytes], kafka: Kafka, cf
     """Freeze `proc` (SIGSTOP) at a moment one of its transactions is open, and prove it: `_secure`
     partitions whose last stable offset is below the high watermark. If none, let it run a moment
     and look again. Returns the number of such partitions; `proc` is left stopped."""
+    admin = kafka.fresh_admin()  # one client for every look (the broker stays up meanwhile)
     for _ in range(attempts):
         proc.send_signal(signal.SIGSTOP)
-        found = kafka.open_transactions(cfg.secure_topics)
+        found = kafka.open_transactions(cfg.secure_topics, admin)
         if found:
             return found
         proc.send_signal(signal.SIGCONT)
