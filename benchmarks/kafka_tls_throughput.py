@@ -30,7 +30,6 @@ from confluent_kafka.admin import (
     ResourcePatternType,
     ResourceType,
 )
-from smt.cdc_records import mixed_records
 from smt_throughput import pipeline_for, timed_run
 
 from fresh.kafka_connection import KafkaConnection
@@ -40,6 +39,7 @@ from smt.keyring import KeyringSource
 from smt.processor import Processor
 from stack.kafka_security import grant_pipeline_acls
 from stack.services import LocalStack
+from tests.cdc_records import mixed_records
 
 
 def main() -> None:

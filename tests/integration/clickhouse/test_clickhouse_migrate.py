@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from clickhouse import secure_records as sr
 from clickhouse.backend import ChdbBackend
 from clickhouse.errors import MigrationChangedError, MigrationError
 from clickhouse.migrate import engine_settings, migrate, plan, retune
@@ -17,6 +16,7 @@ from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 from fresh.wait import wait_until
 from stack.kafka_security import engine_connection
+from tests import secure_records as sr
 
 
 def test_migrate_twice_second_run_does_nothing(

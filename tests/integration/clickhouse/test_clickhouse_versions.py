@@ -18,7 +18,6 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from clickhouse import secure_records as sr
 from clickhouse.backend import ChdbBackend
 from clickhouse.migrate import migrate
 from clickhouse.render import MIGRATIONS_DIR, render_migrations
@@ -26,6 +25,7 @@ from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 from fresh.wait import wait_until
 from stack.kafka_security import engine_connection
+from tests import secure_records as sr
 
 T0 = 1_763_000_000_000  # when the cursor fetched the snapshot batch (ms)
 READ = T0 + 800  # when the snapshot emitted the read records (worker clock)
