@@ -103,7 +103,7 @@ def test_retune_recreates_kafka_tables_whose_knobs_changed_and_they_stream_on(
     assert {flush_of(t) for t in queues} == {str(tuned.clickhouse.flush_interval_ms)}
     assert retune(chdb_backend, tuned, bootstrap) == []
 
-    producer = sr.SecureProducer(bootstrap)  # the re-created table still feeds RAW and MART through the views
+    producer = sr.SecureProducer(settings.kafka("admin"))  # the re-created table still feeds RAW and MART through the views
     producer.send(cfg.entity("stores").secure_topic, sr.store("S001", 1_763_000_000_001))
     producer.flush()
 
