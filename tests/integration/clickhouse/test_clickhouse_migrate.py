@@ -103,7 +103,9 @@ def test_retune_recreates_kafka_tables_whose_knobs_changed_and_they_stream_on(
     assert {flush_of(t) for t in queues} == {str(tuned.clickhouse.flush_interval_ms)}
     assert retune(chdb_backend, tuned, bootstrap) == []
 
-    producer = sr.SecureProducer(settings.kafka("admin"))  # the re-created table still feeds RAW and MART through the views
+    # the re-created table still feeds RAW and MART through the views (the admin user writes:
+    # the engine's own user may only read the _secure topics)
+    producer = sr.SecureProducer(settings.kafka("admin"))
     producer.send(cfg.entity("stores").secure_topic, sr.store("S001", 1_763_000_000_001))
     producer.flush()
 
