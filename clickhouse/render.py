@@ -153,8 +153,8 @@ def render_migrations(
     context = {
         "raw_db": cfg.clickhouse.raw_database,
         "mart_db": cfg.clickhouse.mart_database,
-        # 006 created the Kafka tables with the brokers only; 009 re-creates them with the whole connection
-        "broker_list": engine_kafka_settings(kafka)["kafka_broker_list"],
+        # the Kafka engine's connection (settings.kafka("clickhouse")); a plain broker list for tables never consumed
+        "kafka_engine": engine_kafka_settings(kafka),
         "entities": entities,
         "ent": {e["name"]: e for e in entities},
         "items_parsed": ITEMS_PARSED,
