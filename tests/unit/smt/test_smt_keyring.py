@@ -23,6 +23,7 @@ from smt.keyring import (
     KeyStateError,
     PassphraseKek,
     kek_from_settings,
+    local_kek_path,
     unwrap,
     wrap_aad,
 )
@@ -164,7 +165,12 @@ def test_kek_file_checks(tmp_path: Path) -> None:
 
 
 def test_kek_from_settings(tmp_path: Path) -> None:
-    assert kek_from_settings(Settings(keyring_passphrase="", kek_path="")) is None  # an empty FRESH_KEK_PATH: unset
+    ring = tmp_path / "keyring.json"  # never the user's ~/.config keyring, whose KEK may exist
+    unset = Settings(keyring_passphrase="", kek_path="", keyring_path=ring)
+    assert kek_from_settings(unset) is None  # an empty FRESH_KEK_PATH: unset
+    local = kek_file(local_kek_path(unset))
+    found = kek_from_settings(unset)  # the local KEK file `freshctl up` made, once it exists
+    assert isinstance(found, FileKek) and found.id == FileKek(local).id
     with pytest.raises(KeyringError, match="cannot read the KEK file"):
         kek_from_settings(Settings(kek_path=tmp_path))  # a folder
     assert isinstance(kek_from_settings(Settings(keyring_passphrase="p")), PassphraseKek)
