@@ -27,6 +27,10 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
 
 
+# How librdkafka words a failed TLS handshake when it reports it as a transport error (seen:
+# "SSL handshake failed: ..." and, under load, "error:0A000086:SSL routines::certificate verify
+# failed (after 4ms in state SSL_HANDSHAKE)").
+_TLS_MARKERS = ("SSL handshake failed", "certificate verify failed", "SSL routines", "state SSL_HANDSHAKE")
 _DENIED = (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED,
            KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED)
 
@@ -229,7 +233,7 @@ class KafkaConnection(BaseModel):
             return KafkaAuthError(f"{where}: user {self.username} ({self.role.value}) is not allowed: "
                                   f"{_first(reason)}; create its ACLs (docs/security.md; `freshctl stack up` does "
                                   f"for the pipeline config) or set FRESH_KAFKA_{self.role.value.upper()}_USER")
-        if cause is not None and (cause.code() == KafkaError._SSL or "SSL handshake failed" in reason):
+        if cause is not None and (cause.code() == KafkaError._SSL or any(m in reason for m in _TLS_MARKERS)):
             return KafkaTlsError(f"{where}: TLS handshake failed ({_first(reason)}); set FRESH_KAFKA_CA_FILE to the "
                                  f"CA that signed the broker's certificate (now {self.ca_file or 'the system CAs'})")
         return KafkaUnreachableError(
