@@ -9,7 +9,6 @@ broker load do not blur it). Prints rows/s per round and the median ratio.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -43,12 +42,7 @@ def main() -> None:
     new_select = backend.query(
         f"SELECT as_select FROM system.tables WHERE database = '{raw}' AND name = 'purchases_mv'")[0]["as_select"]
 
-    data = work / "purchases.jsonl"
-    template = sr.purchase("T0", 1_763_000_000_000, items=[("P001", "dairy", 2, 50.0), ("P002", "bakery", 1, 30.5)])
-    with data.open("w") as f:
-        for i in range(args.records):
-            doc = dict(template, _id=f"T{i:09d}", purchase_id=f"T{i:09d}", __source_ts_ms=1_763_000_000_000 + i)
-            f.write(json.dumps({"payload": json.dumps(doc)}) + "\n")
+    data = sr.write_payloads_jsonl(work / "purchases.jsonl", sr.bench_purchases(args.records))
     source = (f"(SELECT '{{\"id\": \"x\"}}' AS _key, payload, 't' AS _topic, toUInt64(0) AS _partition, "
               f"toUInt64(rowNumberInAllBlocks()) AS _offset, now() AS _timestamp, '' AS _error "
               f"FROM file('{data}', 'JSONEachRow', 'payload String'))")

@@ -66,13 +66,11 @@ def main() -> None:
                          thread_per_consumer=bool(args.thread_per_consumer))
     producer = sr.SecureProducer(settings.kafka("admin"), **{"linger.ms": 50, "batch.size": 1_000_000,
                                                               "compression.type": "lz4"})
-    template = sr.purchase("T0", 1_763_000_000_000, items=[("P001", "dairy", 2, 50.0), ("P002", "bakery", 1, 30.5)])
 
     def produce(prefix: str, count: int, ts0: int) -> float:
         t0 = time.monotonic()
-        for i in range(count):
-            pid = f"{prefix}{i:09d}"
-            producer.send(topic, dict(template, _id=pid, purchase_id=pid, __source_ts_ms=ts0 + i))
+        for doc in sr.bench_purchases(count, prefix, ts0):
+            producer.send(topic, doc)
         producer.flush(600)
         return time.monotonic() - t0
 
@@ -120,9 +118,9 @@ def main() -> None:
 
     # Steady state freshness: single records at a low rate.
     delays = []
-    for j in range(10):
-        pid = f"F{j:09d}"
-        producer.send(topic, dict(template, _id=pid, purchase_id=pid, __source_ts_ms=1_765_000_000_000 + j))
+    for doc in sr.bench_purchases(10, "F", 1_765_000_000_000):
+        pid = doc["purchase_id"]
+        producer.send(topic, doc)
         producer.flush(10)
         ts = time.monotonic()
         wait_until(lambda pid=pid: n(f"SELECT count() AS n FROM {mart_t} WHERE purchase_id = '{pid}'"),

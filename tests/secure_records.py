@@ -11,8 +11,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Producer
@@ -85,6 +87,22 @@ def purchase(purchase_id: str, ts_ms: int, *, op: str = "c", store_id: str = "S0
         "items": lines, "total": round(sum(float(x["line_total"]) for x in lines), 2), "payment_method": "card",
         "status": status, "purchased_at": ts_ms, "updated_at": ts_ms, **_meta(op, ts_ms),
     }
+
+
+def bench_purchases(count: int, prefix: str = "T", ts0: int = 1_763_000_000_000) -> Iterator[dict[str, Any]]:
+    """`count` distinct two-line purchases (ids `<prefix>000000000`...), the benchmarks' load."""
+    template = purchase("T0", ts0, items=[("P001", "dairy", 2, 50.0), ("P002", "bakery", 1, 30.5)])
+    for i in range(count):
+        pid = f"{prefix}{i:09d}"
+        yield dict(template, _id=pid, purchase_id=pid, __source_ts_ms=ts0 + i)
+
+
+def write_payloads_jsonl(path: Path, docs: Iterable[dict[str, Any]]) -> Path:
+    """`docs` as JSON lines `{"payload": "<the document as JSON text>"}` (the engine's `file()` reads them)."""
+    with path.open("w", encoding="utf-8") as f:
+        for doc in docs:
+            f.write(json.dumps({"payload": json.dumps(doc)}) + "\n")
+    return path
 
 
 def delete_marker(ts_ms: int) -> dict[str, Any]:
