@@ -5,18 +5,21 @@ Decimal, times in epoch ms, blind indexes recomputed with the test's keyring) an
 newest RAW row of its key, whose payload is decrypted with the keyring (smt.transform's
 `decrypt_record`): every document field, PII included (emails and phones normalized as the
 processor does), must come back. Returns a list of differences (empty when equal), so a caller
-can poll it with a deadline and the timeout message names what differs.
+can poll it with a deadline (`wait_equal`) and the timeout message names what differs.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from clickhouse.backend import Backend
 from fresh.pipeline import PipelineConfig
+from fresh.wait import wait_until
 from smt.keyring import Keyring
 from smt.normalize import normalize_email, normalize_phone
 from smt.transform import decrypt_record
@@ -160,3 +163,20 @@ def differences(cfg: PipelineConfig, backend: Backend, db: Any, keyring: Keyring
         if bad:
             found.append(f"{entity.name}: {len(bad)} of {len(docs)} differ, e.g. {bad[:_MAX_SHOWN]}")
     return found
+
+
+def wait_equal(find: Callable[[], list[str]], timeout_s: float, what: str, interval_s: float = 0.2,
+               max_interval_s: float = 2.0) -> float:
+    """Poll `find` (a `differences` call) until it finds nothing; the seconds it took. On timeout
+    the error names the differences found last."""
+    t0 = time.monotonic()
+
+    def equal() -> bool:
+        found = find()
+        if found:  # raised, not returned: the timeout message then names the differences
+            raise AssertionError("; ".join(found))
+        return True
+
+    wait_until(equal, timeout_s=timeout_s, what=f"MART = MongoDB, every field ({what})", interval_s=interval_s,
+               max_interval_s=max_interval_s)
+    return time.monotonic() - t0

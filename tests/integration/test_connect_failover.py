@@ -11,8 +11,8 @@ printed, never asserted.
 
 from __future__ import annotations
 
+import functools
 import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 import test_pipeline_debezium_end_to_end
+from change_stream import ChangeStream
 from confluent_kafka import Consumer, TopicPartition
-from mart_vs_mongo import differences
+from mart_vs_mongo import differences, wait_equal
 
 from connectors.apply import apply
 from connectors.connect_api import ConnectApi
@@ -31,7 +32,6 @@ from fresh.kafka_connection import KafkaConnection
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 from fresh.wait import wait_until
-from generator.changes import ChangeReport, ChangeRunner
 from generator.domain import Domain, Plan
 from generator.seed import MongoSink, seed
 from smt.processor import ensure_topics
@@ -131,32 +131,16 @@ def test_connect_worker_sigkill_moves_the_task_and_capture_resumes_from_stored_o
     with secure_pipeline_running(cfg, f"fo-{cfg.kafka.topic_prefix}") as (keyring_source, backend):
         keyring = keyring_source.current()
 
-        def mart_equals_mongo() -> bool:
-            found = differences(cfg, backend, db, keyring)
-            if found:  # raised, not returned: the timeout message then names the differences
-                raise AssertionError("; ".join(found))
-            return True
+        find = functools.partial(differences, cfg, backend, db, keyring)
 
-        wait_until(mart_equals_mongo, timeout_s=300, what="MART = MongoDB, every field (snapshot)")
+        wait_equal(find, 300, "snapshot")
         snapshot_records = len(cdc_records(settings.kafka("admin"), cfg.cdc_topics))
         offsets_before = apis["connect"].offsets(name)["offsets"]
         assert offsets_before, f"{name} has stored no source offset after its snapshot"
 
         # The change stream, on its own thread, at RATE changes per second.
-        written = [0]
-        report: list[ChangeReport] = []
-        errors: list[BaseException] = []
-
-        def stream() -> None:
-            try:
-                report.append(ChangeRunner(db, cfg, Domain(Plan(seed=7))).run(
-                    CHANGES, rate=RATE, progress=lambda _kind: written.__setitem__(0, written[0] + 1)))
-            except BaseException as exc:  # re-raised on the test's thread
-                errors.append(exc)
-
-        changes = threading.Thread(target=stream, daemon=True)
-        changes.start()
-        wait_until(lambda: written[0] >= KILL_AFTER or errors, timeout_s=300,
+        stream = ChangeStream(db, cfg, seed=7, changes=CHANGES, rate=RATE).start()
+        wait_until(lambda: stream.written >= KILL_AFTER or stream.failed, timeout_s=300,
                    what=f"{KILL_AFTER} changes written before the kill")
 
         worker_id, state = task_worker(apis["connect"], name)
@@ -164,7 +148,7 @@ def test_connect_worker_sigkill_moves_the_task_and_capture_resumes_from_stored_o
         victim = by_id[worker_id]
         survivor = next(n for n in apis if n != victim)
         killed_at = time.monotonic()
-        written_at_kill = written[0]
+        written_at_kill = stream.written
         pid = two_workers.kill(victim, signal.SIGKILL)
         print(f"\nSIGKILLed Connect worker {victim} (pid {pid}, {worker_id}) after {written_at_kill} changes")
 
@@ -174,15 +158,10 @@ def test_connect_worker_sigkill_moves_the_task_and_capture_resumes_from_stored_o
 
         wait_until(moved, timeout_s=300, what=f"the task of {name} to run on {survivor}", interval_s=0.5)
         failover_s = time.monotonic() - killed_at
-        written_at_move = written[0]
+        written_at_move = stream.written
 
-        changes.join(600)
-        assert not changes.is_alive(), "the change stream did not finish"
-        if errors:
-            raise errors[0]
-        assert sum(report[0].counts.values()) == CHANGES
-        wait_until(mart_equals_mongo, timeout_s=300,
-                   what=f"MART = MongoDB, every field, after {CHANGES} changes and the failover")
+        stream.finish(600)
+        wait_equal(find, 300, f"after {CHANGES} changes and the failover")
 
     records = cdc_records(settings.kafka("admin"), cfg.cdc_topics)
     resent = sum(n - 1 for n in Counter(records).values() if n > 1)

@@ -9,6 +9,7 @@ local stack's wire-protocol emulator with our change-stream layer, not mongod.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer
-from mart_vs_mongo import differences
+from mart_vs_mongo import differences, wait_equal
 
 from clickhouse.audit import audit
 from connectors.apply import apply, wait_for_state
@@ -86,13 +87,9 @@ def test_mongo_to_mart_through_debezium_and_the_processor(
         keyring = keyring_source.current()
         mart = cfg.clickhouse.mart_database
 
-        def mart_equals_mongo() -> bool:
-            found = differences(cfg, backend, db, keyring)
-            if found:  # raised, not returned: the timeout message then names the differences
-                raise AssertionError("; ".join(found))
-            return True
+        find = functools.partial(differences, cfg, backend, db, keyring)
 
-        wait_until(mart_equals_mongo, timeout_s=240, what="MART = MongoDB, every field (snapshot)")
+        wait_equal(find, 240, "snapshot")
 
         # Streamed changes: the generator's change stream (purchases inserted, prices and loyalty
         # updated, statuses changed, purchases deleted), plus one update checked on its own.
@@ -109,7 +106,7 @@ def test_mongo_to_mart_through_debezium_and_the_processor(
         customers.update_one({"_id": customer["_id"]}, {"$set": {"loyalty_status": "platinum"}})
         report = ChangeRunner(db, cfg, Domain(Plan(seed=42))).run(CHANGES, rate=0)
         assert sum(report.counts.values()) == CHANGES
-        wait_until(mart_equals_mongo, timeout_s=180, what=f"MART = MongoDB, every field, after {CHANGES} changes")
+        wait_equal(find, 180, f"after {CHANGES} changes")
         assert loyalty() == "platinum"
         _, findings = audit(backend, cfg)
         assert findings == []
@@ -161,13 +158,9 @@ def test_changes_during_the_snapshot_reach_mart(
     with secure_pipeline_running(cfg, f"e2e-{cfg.kafka.topic_prefix}") as (keyring_source, backend):
         keyring = keyring_source.current()
 
-        def mart_equals_mongo() -> bool:
-            found = differences(cfg, backend, db, keyring)
-            if found:
-                raise AssertionError("; ".join(found))
-            return True
+        find = functools.partial(differences, cfg, backend, db, keyring)
 
-        wait_until(mart_equals_mongo, timeout_s=300, what="MART = MongoDB, every field (changes during the snapshot)")
+        wait_equal(find, 300, "changes during the snapshot")
         # The race this test is about happened: a read with a later ts_ms than the change after it.
         raw = cfg.clickhouse.raw_database
         ids = ", ".join(f"'{i}'" for i in last)

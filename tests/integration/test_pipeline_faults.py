@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -33,9 +32,10 @@ from typing import Any
 
 import bson
 import pytest
+from change_stream import ChangeStream
 from confluent_kafka import Consumer, IsolationLevel, TopicPartition
 from confluent_kafka.admin import OffsetSpec
-from mart_vs_mongo import differences
+from mart_vs_mongo import differences, wait_equal
 
 from clickhouse.audit import audit
 from clickhouse.backend import Backend
@@ -49,7 +49,7 @@ from fresh.errors import FreshError, WaitTimeoutError
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 from fresh.wait import wait_until
-from generator.changes import DELETE, ChangeReport, ChangeRunner
+from generator.changes import DELETE, ChangeReport
 from generator.domain import Domain, Plan
 from generator.seed import MongoSink, seed
 from smt.dlq import DLQ_COLLECTION, dlq_digest
@@ -150,17 +150,7 @@ class Live:
 
     def wait_equal(self, timeout_s: float, what: str) -> float:
         """Poll until MART equals MongoDB value for value; the seconds it took."""
-        t0 = time.monotonic()
-
-        def equal() -> bool:
-            found = self.differences()
-            if found:  # raised, not returned: the timeout message then names the differences
-                raise AssertionError("; ".join(found))
-            return True
-
-        wait_until(equal, timeout_s=timeout_s, what=f"MART = MongoDB, every field ({what})", interval_s=0.2,
-                   max_interval_s=0.5)
-        return time.monotonic() - t0
+        return wait_equal(self.differences, timeout_s, what, interval_s=0.2, max_interval_s=0.5)
 
     def cdc(self) -> list[Msg]:
         return read_all(self.settings, self.cfg.cdc_topics, committed=False)
@@ -256,31 +246,6 @@ def expected_cdc(seeded: int, report: ChangeReport) -> int:
     return seeded + sum(report.counts.values()) + report.counts[DELETE]
 
 
-def changes_in_thread(live: Live, n: int, rate: float) -> tuple[threading.Thread, dict[str, Any]]:
-    box: dict[str, Any] = {"done": 0}
-
-    def work() -> None:
-        try:
-            runner = ChangeRunner(live.db, live.cfg, Domain(Plan(seed=SEED)))
-            box["report"] = runner.run(n, rate, progress=lambda _kind: box.__setitem__("done", box["done"] + 1))
-            box["ended"] = time.monotonic()
-        except BaseException as exc:  # re-raised by the test
-            box["error"] = exc
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    return thread, box
-
-
-def finish(thread: threading.Thread, box: dict[str, Any]) -> ChangeReport:
-    thread.join(300)
-    assert not thread.is_alive(), "the change stream did not finish within 300 s"
-    if "error" in box:
-        raise AssertionError(f"the change stream failed: {box['error']!r}") from box["error"]
-    report: ChangeReport = box["report"]
-    return report
-
-
 # ---- Kafka Connect SIGKILLed during a change stream ------------------------------------------
 
 
@@ -297,13 +262,13 @@ def test_connect_sigkill_during_a_change_stream(live: Live, connect: LocalStack)
     live.wait_equal(300, "snapshot")
     assert len(live.cdc()) == live.seeded  # the count below rests on this: one record per document
     changes = 300
-    thread, box = changes_in_thread(live, changes, rate=25)
+    stream = ChangeStream(live.db, live.cfg, seed=SEED, changes=changes, rate=25).start()
     # Kill while Debezium streams: some changes already at the CDC topics, most still to come.
     wait_until(lambda: len(live.cdc()) >= live.seeded + 60, timeout_s=120, what="60 changes at the CDC topics")
     local_stack.kill("connect")
     killed = time.monotonic()
     at_kill = len(live.cdc())
-    report = finish(thread, box)  # the changes go on while Connect is down
+    report = stream.finish(300)  # the changes go on while Connect is down
     try:
         local_stack.up(["connect"])
     except WaitTimeoutError:  # its start outlasted the stack's 120 s bound (heavy load): it goes on, wait again
@@ -334,7 +299,7 @@ def test_connect_sigkill_during_a_change_stream(live: Live, connect: LocalStack)
 def test_ingest_sigkill_mid_batch_is_restarted_by_its_supervisor(live: Live) -> None:
     live.wait_equal(300, "snapshot")
     changes = 400
-    thread, box = changes_in_thread(live, changes, rate=40)
+    stream = ChangeStream(live.db, live.cfg, seed=SEED, changes=changes, rate=40).start()
     rows = live.raw_rows()
     wait_until(lambda: live.raw_rows() >= rows + 50, timeout_s=120, what="the ingest to land 50 changes in RAW")
     state = read_state(live.ingest, "ingest")
@@ -355,7 +320,8 @@ def test_ingest_sigkill_mid_batch_is_restarted_by_its_supervisor(live: Live) -> 
     wait_until(lambda: live.raw_rows() > at_restart, timeout_s=180, what="the restarted ingest to consume",
                interval_s=0.1, max_interval_s=0.2)
     consuming_at = time.monotonic()
-    report = finish(thread, box)
+    report = stream.finish(300)
+    assert stream.ended is not None
     fresh_s = live.wait_equal(300, f"after {changes} changes and an ingest SIGKILL")
     fresh_at = time.monotonic()
     counts = live.check_layers()
@@ -365,7 +331,7 @@ def test_ingest_sigkill_mid_batch_is_restarted_by_its_supervisor(live: Live) -> 
           f"kill->restarted_s={restarted_at - killed:.1f} restarted->consuming_s={consuming_at - restarted_at:.1f} "
           f"kill->consuming_s={consuming_at - killed:.1f} "
           f"restarted->MART=MongoDB_s={fresh_at - restarted_at:.1f} (the changes ended "
-          f"{box['ended'] - restarted_at:+.1f}s after the restart; MART equal {fresh_s:.1f}s after they ended and "
+          f"{stream.ended - restarted_at:+.1f}s after the restart; MART equal {fresh_s:.1f}s after they ended and "
           "the ingest consumed again)")
     assert state["restarts"] == 1 and "SIGKILL" in state["last_error"]
     assert counts["cdc"] == expected_cdc(live.seeded, report)  # no Connect fault here: no CDC duplicate

@@ -12,6 +12,7 @@ equal to MongoDB. Counts are printed; timings are never asserted.
 
 from __future__ import annotations
 
+import functools
 import re
 import signal
 import subprocess
@@ -23,9 +24,10 @@ from typing import Any
 
 import pytest
 import test_pipeline_debezium_end_to_end
+from change_stream import ChangeStream
 from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, TopicPartition
 from confluent_kafka.admin import OffsetSpec
-from mart_vs_mongo import differences
+from mart_vs_mongo import differences, wait_equal
 from smt_kafka_io import PARTITIONS, Feeder, Kafka, identities_in, identities_out
 from test_smt_faults import ProcessorProcess, wait_committed
 
@@ -38,7 +40,6 @@ from fresh.kafka_connection import KafkaConnection
 from fresh.pipeline import PipelineConfig
 from fresh.settings import Settings
 from fresh.wait import wait_until
-from generator.changes import ChangeReport, ChangeRunner
 from generator.domain import Domain, Plan
 from generator.seed import MongoSink, seed
 from smt.keyring import KeyringSource
@@ -258,44 +259,24 @@ def test_debezium_to_mart_while_the_group_scales_1_to_3_to_1(
               timeout_s=120)
         keyring = keyring_source.current()
 
-        def mart_equals_mongo() -> bool:
-            found = differences(cfg, backend, db, keyring)
-            if found:  # raised, not returned: the timeout message then names the differences
-                raise AssertionError("; ".join(found))
-            return True
+        find = functools.partial(differences, cfg, backend, db, keyring)
 
         # The snapshot first, by one instance. Changes made while Debezium snapshots can reach MART
         # older than the snapshot's read of the same document (its source timestamp is the read's).
-        wait_until(mart_equals_mongo, timeout_s=300, what="MART = MongoDB, every field (snapshot)")
+        wait_equal(find, 300, "snapshot")
 
-        written = [0]
-        report: list[ChangeReport] = []
-        errors: list[BaseException] = []
-
-        def stream() -> None:
-            try:
-                report.append(ChangeRunner(db, cfg, Domain(Plan(seed=11))).run(
-                    CHANGES, rate=CHANGE_RATE, progress=lambda _kind: written.__setitem__(0, written[0] + 1)))
-            except BaseException as exc:  # re-raised on the test's thread
-                errors.append(exc)
-
-        changes = threading.Thread(target=stream, daemon=True)
-        changes.start()
-        steps = {"start": written[0]}
+        stream = ChangeStream(db, cfg, seed=11, changes=CHANGES, rate=CHANGE_RATE).start()
+        steps = {"start": stream.written}
         others = [instances.start(cfg, 2), instances.start(cfg, 3)]
         shares = wait_members(kafka, cfg, [first, *others], "three instances")
-        steps["three"] = written[0]
+        steps["three"] = stream.written
         wait_each_commits(kafka, cfg, shares, "each of the three instances to commit a transaction")
         instances.scale_down_to(first)
         wait_members(kafka, cfg, [first], "back to one instance")
-        steps["one again"] = written[0]
-        changes.join(600)
-        assert not changes.is_alive(), "the change stream did not finish"
-        if errors:
-            raise errors[0]
-        assert sum(report[0].counts.values()) == CHANGES
+        steps["one again"] = stream.written
+        stream.finish(600)
 
-        wait_until(mart_equals_mongo, timeout_s=300, what=f"MART = MongoDB, every field, after {CHANGES} changes")
+        wait_equal(find, 300, f"after {CHANGES} changes")
         cdc = [CdcRecord(o.topic, o.key or b"", o.value) for o in kafka.read_to_end(cfg.cdc_topics)]
         wait_committed(kafka, cfg, len(cdc), None, 300, f"{len(cdc)} CDC records committed by the group")
         code, _ = instances[first].stop(60)
