@@ -36,6 +36,7 @@ from generator.domain import Plan
 from generator.seed import ENTITIES, seed_database
 from grafana.snapshot_files import SnapshotFiles, existing_snapshots, snapshot_dir
 from smt.keyring import KeyringSource, new_keyring
+from smt.processor import ensure_topics
 from stack import processor_services
 from stack.health import dlq_count
 from stack.services import LocalStack
@@ -207,6 +208,11 @@ def up(settings: Settings, options: UpOptions, progress: Progress = lambda _line
     progress(f"keyring: {'created' if result.keyring_created else 'using'} {result.keyring}"
              + (" (keep it: what it encrypted is unreadable without it)" if result.keyring_created else ""))
 
+    # The `_secure` topics and the DLQ before ClickHouse's Kafka tables subscribe to them: a consumer
+    # may notice a topic created later only at its next metadata refresh (clickhouse/kafka_engine.xml).
+    created_secure = ensure_topics(cfg, settings.kafka("admin"))
+    if created_secure:
+        progress(f"kafka: created {', '.join(created_secure)}")
     _service(stack, "ingest", None, result, progress)
     backend = open_backend(settings)
     try:

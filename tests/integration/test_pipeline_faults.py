@@ -212,6 +212,8 @@ def live(pipeline: PipelineConfig, settings: Settings, unique: str, tmp_path: Pa
     keyring = KeyringSource(tmp_path / "keyring.json", allow_unwrapped=True)
     keyring.generate()
     try:
+        # The `_secure` topics before the Kafka tables subscribe to them (as `freshctl up` does)
+        ensure_topics(cfg, settings.kafka("admin"))
         ingest.start_supervised("ingest")
         live = Live(cfg, own, ingest, db, keyring, seeded)
         backend = live.engine()
