@@ -178,6 +178,7 @@ def plan_up(settings: Settings, options: UpOptions) -> list[dict[str, str]]:
     keyring = "FRESH_KEYRING_JSON: use" if not source.writable else \
         (f"{settings.keyring_path}: use" if settings.keyring_path.exists() else f"would create {settings.keyring_path}")
     rows.append({"step": "keyring", "action": keyring})
+    rows.append({"step": "kafka topics", "action": "would create the missing _secure topics and the DLQ"})
     rows.append({"step": "ingest service", "action": svc("ingest")})
     rows.append({"step": "clickhouse migrations", "action": "would apply the pending ones"})
     rows.append({"step": f"connector {cfg.kafka.connector_name}",
