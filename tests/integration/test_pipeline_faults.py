@@ -225,7 +225,6 @@ def live(pipeline: PipelineConfig, settings: Settings, unique: str, tmp_path: Pa
         admin = kafka_admin(settings.kafka("admin"))
         wait_until(lambda: set(cfg.cdc_topics) <= set(admin.list_topics(timeout=5).topics), timeout_s=120,
                    what=f"Debezium to create the CDC topics {cfg.cdc_topics}")
-        ensure_topics(cfg, settings.kafka("admin"))
         with running_processor(cfg, keyring, f"flt-{unique}"):
             yield live
     finally:
