@@ -98,10 +98,11 @@ def bench_purchases(count: int, prefix: str = "T", ts0: int = 1_763_000_000_000)
 
 
 def write_payloads_jsonl(path: Path, docs: Iterable[dict[str, Any]]) -> Path:
-    """`docs` as JSON lines `{"payload": "<the document as JSON text>"}` (the engine's `file()` reads them)."""
+    """`docs` as JSON lines `{"payload": "<the document as JSON text>"}` (the engine's `file()` reads them);
+    the text is the `_secure` value as the processor writes it (compact, what `SecureProducer` sends)."""
     with path.open("w", encoding="utf-8") as f:
         for doc in docs:
-            f.write(json.dumps({"payload": json.dumps(doc)}) + "\n")
+            f.write(json.dumps({"payload": sr.encode(doc).decode()}) + "\n")
     return path
 
 
