@@ -209,6 +209,9 @@ def test_scale_1_to_3_to_1_with_a_zombie_exactly_once(
         zombie_exit: int | None = zombie.proc.wait(60)  # a fenced instance may exit; or rejoin: both are fine
     except subprocess.TimeoutExpired:
         zombie_exit = None
+    if zombie_exit:  # fenced: one clear line naming it, not an "unexpected" error
+        last = zombie.log().strip().splitlines()[-1]
+        assert "fenced" in last and "unexpected" not in last, last
 
     # 3 -> 1 during the stream (static members leave at their session timeout).
     feeder = Feeder(kafka.bootstrap, phases[2], *PACE)
